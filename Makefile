@@ -1,0 +1,43 @@
+# bayescale: `make demo` and `make test` set everything up on a fresh machine.
+# PyMC >= 6 and ArviZ >= 1 need Python >= 3.12; the machine's default python3 may be older,
+# so pick the newest suitable interpreter ourselves (override with `make PYTHON=...`).
+
+VENV ?= .venv
+ifndef PYTHON
+PYTHON := $(shell for c in python3.13 python3.12 \
+	$$(ls -d $$HOME/.pyenv/versions/3.13*/bin/python3 2>/dev/null) \
+	$$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3 2>/dev/null) \
+	python3; do \
+	  "$$c" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1 \
+	    && { command -v "$$c" 2>/dev/null || echo "$$c"; } && break; \
+	done)
+endif
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast venv clean
+
+$(STAMP): pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "error: bayescale needs Python >= 3.12 (PyMC >= 6, ArviZ >= 1) and none was found;"; \
+	  echo "       install python3.12 or python3.13, or run: make PYTHON=/path/to/python3.12"; \
+	  exit 1; fi
+	@echo "Using $(PYTHON) ($$($(PYTHON) --version))"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bayescale demo --force
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

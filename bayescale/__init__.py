@@ -1,0 +1,59 @@
+"""bayescale: Bayesian neural scaling laws with honest uncertainty.
+
+Fit a scaling law (Chinchilla's L = E + A/N^α + B/D^β, or loss against compute) to your
+training runs by MCMC, then forecast loss at larger compute with bands, the chance of reaching
+a target within a budget, and the compute-optimal split of a budget between N and D.
+
+>>> import bayescale as bs
+>>> runs = bs.load_dataset("chinchilla")
+>>> fit = bs.ScalingModel("chinchilla").fit(runs, random_seed=0)   # doctest: +SKIP
+>>> fit.forecast(flops=[1e23, 1e24])                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .data import Runs, load_runs
+from .datasets import load_dataset
+from .exceptions import (
+    BayescaleError,
+    ConvergenceWarning,
+    DesignWarning,
+    ExtrapolationWarning,
+    FitFileError,
+    ModelMismatchError,
+    NotFittedError,
+    PriorError,
+    RunDataError,
+)
+from .fit import Diagnostics, ScalingFit
+from .io import load_fit
+from .laws import ChinchillaLaw, ComputeLaw, ScalingLaw, get_law
+from .model import ScalingModel
+from .priors import Prior
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BayescaleError",
+    "ChinchillaLaw",
+    "ComputeLaw",
+    "ConvergenceWarning",
+    "DesignWarning",
+    "Diagnostics",
+    "ExtrapolationWarning",
+    "FitFileError",
+    "ModelMismatchError",
+    "NotFittedError",
+    "Prior",
+    "PriorError",
+    "RunDataError",
+    "Runs",
+    "ScalingFit",
+    "ScalingLaw",
+    "ScalingModel",
+    "__version__",
+    "get_law",
+    "load_dataset",
+    "load_fit",
+    "load_runs",
+]

@@ -1,0 +1,242 @@
+"""The ``bayescale`` command line: fit, forecast and demo on CSV files of runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import BayescaleError
+
+DEMO_BUDGETS = (1e22, 1e23, 1e24, 1e25)
+
+
+# -- formatting ----------------------------------------------------------------------------
+
+def _sci(value: float) -> str:
+    return f"{value:.3g}" if np.isfinite(value) else "n/a"
+
+
+def format_parameter_table(summary: pd.DataFrame) -> str:
+    """The parameter table as fixed-width text."""
+    level = round(100 * summary.attrs.get("prob", 0.94))
+    rows = []
+    for name, row in summary.iterrows():
+        rows.append({"parameter": name, "median": _sci(row["median"]),
+                     f"{level}% interval": f"[{_sci(row['hdi_lower'])}, {_sci(row['hdi_upper'])}]",
+                     "R-hat": f"{row['r_hat']:.3f}", "ESS bulk": f"{row['ess_bulk']:.0f}"})
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def format_forecast_table(tables: Sequence[pd.DataFrame]) -> str:
+    """Forecast tables at several band levels (same points) merged into one text table."""
+    first = tables[0]
+    out = pd.DataFrame({"FLOPs": first["flops"].map(_sci)})
+    if first["params"].notna().all():
+        out["N (params)"] = first["params"].map(_sci)
+        out["D (tokens)"] = first["tokens"].map(_sci)
+    out["median loss"] = first["loss_median"].map(lambda v: f"{v:.4f}")
+    for table in tables:
+        level = round(100 * table.attrs["prob"])
+        out[f"{level}% band"] = [f"[{lo:.4f}, {hi:.4f}]"
+                                 for lo, hi in zip(table["loss_lower"], table["loss_upper"])]
+    return out.to_string(index=False)
+
+
+# -- shared arguments ----------------------------------------------------------------------
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", help="CSV of runs (one row per training run)")
+    group = parser.add_argument_group("columns of the CSV")
+    group.add_argument("--params-col", default="params", help="column with N, the parameter count")
+    group.add_argument("--tokens-col", default="tokens", help="column with D, the training tokens")
+    group.add_argument("--flops-col", default="flops", help="column with C (derived 6·N·D if absent)")
+    group.add_argument("--loss-col", default="loss", help="column with the final loss")
+
+
+def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and sampler")
+    group.add_argument("--law", default="chinchilla", choices=["chinchilla", "compute"])
+    group.add_argument("--likelihood", default="student_t", choices=["student_t", "normal"])
+    group.add_argument("--draws", type=_positive_int, default=1000, help="draws per chain")
+    group.add_argument("--tune", type=_positive_int, default=1000, help="tuning steps per chain")
+    group.add_argument("--chains", type=_positive_int, default=4)
+    group.add_argument("--seed", type=int, default=0, help="random seed (default 0: reproducible)")
+    group.add_argument("--sampler", default="nutpie", choices=["nutpie", "pymc"])
+    group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1e23, got {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {text!r}")
+    return value
+
+
+def _load_cli_runs(args: argparse.Namespace):
+    from .data import load_runs
+
+    return load_runs(args.runs, params=args.params_col, tokens=args.tokens_col,
+                     flops=args.flops_col, loss=args.loss_col)
+
+
+def _fit_from_args(args: argparse.Namespace, runs=None):
+    from .model import ScalingModel
+
+    runs = runs if runs is not None else _load_cli_runs(args)
+    model = ScalingModel(args.law, likelihood=args.likelihood)
+    print(f"Fitting the {args.law} law to {len(runs)} runs from {runs.source} "
+          f"({args.chains} chains x {args.draws} draws, seed {args.seed})...", file=sys.stderr)
+    return model.fit(runs, draws=args.draws, tune=args.tune, chains=args.chains,
+                     random_seed=args.seed, sampler=args.sampler,
+                     progressbar=not args.no_progress)
+
+
+def _fit_or_load(args: argparse.Namespace):
+    from .io import load_fit
+
+    if Path(args.runs).suffix.lower() in (".nc", ".netcdf"):
+        return load_fit(args.runs)
+    return _fit_from_args(args)
+
+
+def _print_fit(fit) -> None:
+    print(f"\nParameters of {fit.law.formula} (posterior median, 94% HDI)")
+    print(format_parameter_table(fit.summary()))
+    diagnostics = fit.diagnostics()
+    print(f"\nDiagnostics: {diagnostics.verdict()} (sampling took {fit.settings['seconds']:.1f} s)")
+
+
+# -- commands ------------------------------------------------------------------------------
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    fit = _fit_from_args(args)
+    _print_fit(fit)
+    if args.output:
+        fit.save(args.output, overwrite=args.force)
+        print(f"\nSaved the fit to {args.output}")
+    return 0
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    fit = _fit_or_load(args)
+    if args.flops is None and args.params is None:
+        raise BayescaleError("give --flops, or --params with --tokens")
+    kwargs = ({"flops": args.flops} if args.flops is not None
+              else {"params": args.params, "tokens": args.tokens})
+    tables = [fit.forecast(**kwargs, prob=p, kind=args.kind) for p in sorted(args.prob)]
+    if args.json:
+        records = tables[-1].to_dict(orient="records")
+        print(json.dumps({"kind": args.kind, "prob": tables[-1].attrs["prob"], "forecast": records}))
+    else:
+        print(f"\nForecast of {args.kind} loss")
+        print(format_forecast_table(tables))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .datasets import load_dataset
+    from .io import atomic_write
+    from .plotting import plot_fit
+
+    out_dir = Path(args.output_dir)
+    figure_path = out_dir / "chinchilla_fit.png"
+    if figure_path.exists() and not args.force:
+        raise FileExistsError(f"{figure_path} exists; pass --force to replace it")
+    runs = load_dataset("chinchilla")
+    print(f"Bundled data: {len(runs)} runs of Hoffmann et al. (2022), Fig. 4, digitised by "
+          "Epoch AI (Besiroglu et al. 2024).", file=sys.stderr)
+    args.law, args.likelihood = "chinchilla", "student_t"
+    fit = _fit_from_args(args, runs=runs)
+    _print_fit(fit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the table says how far past the data it goes
+        tables = [fit.forecast(flops=list(DEMO_BUDGETS), prob=p) for p in (0.5, 0.9)]
+    largest = runs.frame["flops"].max()
+    print(f"\nForecast of observed loss at the compute-optimal split "
+          f"(largest run: {largest:.3g} FLOPs; beyond ~{100 * largest:.0e} is far extrapolation)")
+    print(format_forecast_table(tables))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ax = plot_fit(fit, flops=list(DEMO_BUDGETS))
+    with atomic_write(figure_path, overwrite=args.force) as tmp:
+        ax.figure.savefig(tmp, format="png", dpi=130)
+    print(f"\nWrote {figure_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``bayescale`` command."""
+    parser = argparse.ArgumentParser(
+        prog="bayescale",
+        description="Bayesian scaling laws: fit runs, forecast loss with honest bands.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = sub.add_parser("fit", help="fit a law to a CSV of runs and print the parameters")
+    _add_run_arguments(fit)
+    _add_fit_arguments(fit)
+    fit.add_argument("-o", "--output", help="save the fit to this netCDF file")
+    fit.add_argument("--force", action="store_true", help="replace an existing output file")
+    fit.set_defaults(handler=cmd_fit)
+
+    forecast = sub.add_parser("forecast", help="forecast loss at budgets (from runs or a saved fit)")
+    _add_run_arguments(forecast)
+    _add_fit_arguments(forecast)
+    forecast.add_argument("--flops", type=_positive_float, nargs="+", help="budgets in FLOPs")
+    forecast.add_argument("--params", type=_positive_float, nargs="+", help="model sizes N")
+    forecast.add_argument("--tokens", type=_positive_float, nargs="+", help="training tokens D")
+    forecast.add_argument("--prob", type=_probability, nargs="+", default=[0.5, 0.9],
+                          help="band levels (default 0.5 0.9)")
+    forecast.add_argument("--kind", choices=["observed", "mean"], default="observed")
+    forecast.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    forecast.set_defaults(handler=cmd_forecast)
+
+    demo = sub.add_parser("demo", help="fit the bundled Chinchilla runs, print tables, save a PNG")
+    _add_fit_arguments(demo)
+    demo.add_argument("--output-dir", default="demo_output", help="where the PNG goes")
+    demo.add_argument("--force", action="store_true", help="replace existing demo outputs")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bayescale`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (BayescaleError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"bayescale: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""ScalingFit: the immutable result of fitting a law — posterior draws, runs and spec.
+
+Analysis lives in other modules (forecast, risk, allocation); the methods here are thin
+delegations so that a notebook user finds everything on the fit object.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from os import PathLike
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .data import Runs
+from .exceptions import ConvergenceWarning
+from .laws import ScalingLaw
+from .priors import Prior
+
+if TYPE_CHECKING:
+    from .model import ScalingModel
+
+__all__ = ["ScalingFit", "Diagnostics", "RHAT_MAX", "ESS_MIN"]
+
+RHAT_MAX = 1.01
+ESS_MIN = 400
+
+# Sampler statistics kept in a fit, under one name whichever sampler produced them.
+_STAT_NAMES = {"diverging": "diverging", "depth": "tree_depth", "tree_depth": "tree_depth",
+               "step_size": "step_size", "mean_tree_accept": "acceptance_rate",
+               "acceptance_rate": "acceptance_rate", "n_steps": "n_steps", "energy": "energy"}
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Convergence diagnostics of a fit.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        Per sampled parameter: ``r_hat``, ``ess_bulk``, ``ess_tail``.
+    divergences : int
+        Post-warmup divergent transitions (any is a warning sign).
+    n_draws : int
+        Total posterior draws (chains × draws).
+    mean_tree_depth, mean_step_size : float
+        Average NUTS tree depth and step size (long trees mean a hard geometry).
+    problems : list of str
+        Plain-language findings with what to try; empty when all is well.
+    """
+
+    table: pd.DataFrame
+    divergences: int
+    n_draws: int
+    mean_tree_depth: float
+    mean_step_size: float
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no diagnostic failed."""
+        return not self.problems
+
+    def verdict(self) -> str:
+        """One sentence for a report."""
+        if self.ok:
+            return (f"Converged: R-hat ≤ {RHAT_MAX}, bulk ESS ≥ {ESS_MIN} for every parameter, "
+                    "no divergences.")
+        return "Not reliable yet: " + " ".join(self.problems)
+
+
+@dataclass(frozen=True, eq=False)
+class ScalingFit:
+    """Posterior of a scaling law fitted to runs.
+
+    Attributes
+    ----------
+    law : ScalingLaw
+    priors : dict of str to Prior
+        Every prior used, defaults included.
+    likelihood : str
+    runs : Runs
+        The runs the law was fitted to.
+    reference : dict of str to float
+        Reference scales (log geometric means) and log of the smallest loss.
+    posterior : xarray.Dataset
+        Sampled parameters with dims (chain, draw).
+    sample_stats : xarray.Dataset
+        Sampler statistics (divergences, tree depth, step size) with dims (chain, draw).
+    settings : dict
+        draws, tune, chains, sampler, random_seed and wall-clock seconds.
+    """
+
+    law: ScalingLaw
+    priors: dict[str, Prior]
+    likelihood: str
+    runs: Runs
+    reference: dict[str, float]
+    posterior: xr.Dataset
+    sample_stats: xr.Dataset
+    settings: dict[str, Any]
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_sampler_output(cls, model: "ScalingModel", runs: Runs, tree: Any,
+                            settings: dict[str, Any]) -> "ScalingFit":
+        """Build a fit from the DataTree that nutpie or PyMC returned."""
+        posterior = tree["posterior"].to_dataset()[model.sampled_parameters()]
+        posterior = posterior.drop_vars([c for c in posterior.coords if c not in ("chain", "draw")])
+        raw_stats = tree["sample_stats"].to_dataset()
+        stats = {}
+        for raw_name, name in _STAT_NAMES.items():
+            if raw_name in raw_stats and name not in stats:
+                stats[name] = raw_stats[raw_name].astype(bool if name == "diverging" else np.float64)
+        sample_stats = xr.Dataset(stats)
+        sample_stats = sample_stats.drop_vars([c for c in sample_stats.coords if c not in ("chain", "draw")])
+        return cls(law=model.law, priors=dict(model.priors), likelihood=model.likelihood,
+                   runs=runs, reference=model.law.reference(runs), posterior=posterior,
+                   sample_stats=sample_stats, settings=dict(settings))
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return (f"ScalingFit(law={self.law.name!r}, likelihood={self.likelihood!r}, "
+                f"runs={len(self.runs)}, chains={s['chains']}, draws={s['draws']}, "
+                f"seed={s['random_seed']})")
+
+    # -- draws -------------------------------------------------------------------------
+
+    @property
+    def n_draws(self) -> int:
+        """Total posterior draws (chains × draws)."""
+        return int(self.posterior.sizes["chain"] * self.posterior.sizes["draw"])
+
+    @cached_property
+    def _flat_theta(self) -> dict[str, np.ndarray]:
+        theta = {name: self.posterior[name].to_numpy().reshape(-1) for name in self.posterior.data_vars}
+        for name, prior in self.priors.items():
+            if prior.dist == "Fixed":
+                theta[name] = np.full(self.n_draws, prior.params["value"])
+        for value in theta.values():
+            value.flags.writeable = False
+        return theta
+
+    def theta(self, expand: bool = False) -> dict[str, np.ndarray]:
+        """Sampled (and fixed) parameters as flat arrays of length ``n_draws``.
+
+        Parameters
+        ----------
+        expand : bool
+            Return column vectors of shape (n_draws, 1), ready to broadcast against points.
+        """
+        if expand:
+            return {k: v[:, None] for k, v in self._flat_theta.items()}
+        return dict(self._flat_theta)
+
+    def paper_draws(self) -> dict[str, np.ndarray]:
+        """Draws of the paper's parameters (E, A, B, alpha, beta for Chinchilla)."""
+        return self.law.paper_values(self._flat_theta, self.reference)
+
+    def posterior_with_derived(self) -> xr.Dataset:
+        """The posterior plus the paper's parameters as (chain, draw) variables."""
+        shape = (self.posterior.sizes["chain"], self.posterior.sizes["draw"])
+        derived = {name: (("chain", "draw"), np.asarray(values).reshape(shape))
+                   for name, values in self.paper_draws().items() if name not in self.posterior}
+        return self.posterior.assign(derived)
+
+    # -- tables ------------------------------------------------------------------------
+
+    def summary(self, prob: float = 0.94, include_sampled: bool = False) -> pd.DataFrame:
+        """Posterior summary of the paper's parameters and the noise scale.
+
+        Parameters
+        ----------
+        prob : float
+            Mass of the highest-density interval (columns ``hdi_lower``, ``hdi_upper``).
+        include_sampled : bool
+            Also list the internal sampled parameters (E_fraction, a, b).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index: parameter; columns ``mean``, ``sd``, ``median``, ``hdi_lower``,
+            ``hdi_upper``, ``ess_bulk``, ``ess_tail``, ``r_hat``.
+        """
+        import arviz as az
+
+        dataset = self.posterior_with_derived()
+        names = list(self.law.paper_parameters) + [n for n in ("sigma", "nu") if n in dataset]
+        if include_sampled:
+            names += [n for n in self.posterior.data_vars if n not in names]
+        table = az.summary(dataset[names], ci_prob=prob, ci_kind="hdi", round_to="none")
+        lower = next(c for c in table.columns if c.endswith("_lb"))
+        upper = next(c for c in table.columns if c.endswith("_ub"))
+        table = table.rename(columns={lower: "hdi_lower", upper: "hdi_upper"})
+        table["median"] = [float(dataset[n].median()) for n in table.index]
+        table = table[["mean", "sd", "median", "hdi_lower", "hdi_upper", "ess_bulk", "ess_tail", "r_hat"]]
+        table = table.astype(float)
+        table.index.name = "parameter"
+        table.attrs["prob"] = prob
+        return table
+
+    def diagnostics(self) -> Diagnostics:
+        """R-hat, ESS, divergences and tree depth, with plain-language problems."""
+        import arviz as az
+
+        posterior = self.posterior
+        rhat = az.rhat(posterior)
+        ess_bulk = az.ess(posterior, method="bulk")
+        ess_tail = az.ess(posterior, method="tail")
+        table = pd.DataFrame({
+            "r_hat": {n: float(rhat[n]) for n in posterior.data_vars},
+            "ess_bulk": {n: float(ess_bulk[n]) for n in posterior.data_vars},
+            "ess_tail": {n: float(ess_tail[n]) for n in posterior.data_vars},
+        })
+        table.index.name = "parameter"
+        stats = self.sample_stats
+        divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
+        depth = float(stats["tree_depth"].mean()) if "tree_depth" in stats else float("nan")
+        step = float(stats["step_size"].mean()) if "step_size" in stats else float("nan")
+        problems = []
+        bad_rhat = table.index[~(table["r_hat"] <= RHAT_MAX)].tolist()
+        if bad_rhat:
+            worst = table.loc[bad_rhat, "r_hat"].max()
+            problems.append(f"R-hat up to {worst:.3f} (> {RHAT_MAX}) for {', '.join(bad_rhat)}: the "
+                            "chains disagree; run more tuning (tune=2000) and draws, and check "
+                            "that the priors do not fight the data.")
+        low_ess = table.index[~(table["ess_bulk"] >= ESS_MIN)].tolist()
+        if low_ess:
+            worst = table.loc[low_ess, "ess_bulk"].min()
+            problems.append(f"bulk ESS down to {worst:.0f} (< {ESS_MIN}) for {', '.join(low_ess)}: "
+                            "too few effective draws for stable intervals; increase draws or "
+                            "chains.")
+        if divergences:
+            problems.append(f"{divergences} divergent transitions out of {self.n_draws}: the "
+                            "sampler missed part of the posterior; tighten the priors, drop "
+                            "runs far off the law, or try likelihood='student_t'.")
+        return Diagnostics(table=table, divergences=divergences, n_draws=self.n_draws,
+                           mean_tree_depth=depth, mean_step_size=step, problems=problems)
+
+    def warn_if_unreliable(self, stacklevel: int = 2) -> Diagnostics:
+        """Emit one :class:`ConvergenceWarning` per failed diagnostic; return the diagnostics."""
+        diagnostics = self.diagnostics()
+        for problem in diagnostics.problems:
+            warnings.warn(problem, ConvergenceWarning, stacklevel=stacklevel + 1)
+        return diagnostics
+
+    # -- analysis (delegating) ---------------------------------------------------------
+
+    def forecast(self, flops: object = None, *, params: object = None, tokens: object = None,
+                 prob: float = 0.9, kind: str = "observed",
+                 random_seed: int | None = None) -> pd.DataFrame:
+        """Forecast loss at compute budgets, or at explicit model size and tokens.
+
+        Parameters
+        ----------
+        flops : float or sequence of float, optional
+            Training compute budgets in FLOPs. For a law of N and D each budget is trained at
+            the posterior-median compute-optimal split (C = 6·N·D).
+        params, tokens : float or sequence of float, optional
+            Explicit model sizes N (parameters) and training tokens D, instead of ``flops``.
+        prob : float
+            Mass of the central (equal-tailed) band, e.g. 0.9 for 5%–95%.
+        kind : {"observed", "mean"}
+            ``"observed"``: the loss one training run would measure (includes run-to-run
+            noise). ``"mean"``: the law's expected loss (parameter uncertainty only).
+        random_seed : int, optional
+            Seed for the noise draws of ``kind="observed"``; defaults to the fit's seed so the
+            same fit always gives the same table.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``flops``, ``params``, ``tokens``, ``loss_mean``, ``loss_median``,
+            ``loss_lower``, ``loss_upper``; ``attrs`` holds ``prob`` and ``kind``.
+
+        Warns
+        -----
+        ExtrapolationWarning
+            When a budget lies more than two decades of compute past the largest run.
+        """
+        from .forecast import forecast_table
+
+        return forecast_table(self, flops=flops, params=params, tokens=tokens, prob=prob,
+                              kind=kind, random_seed=random_seed)
+
+    def save(self, path: str | PathLike[str], *, overwrite: bool = False) -> None:
+        """Save the fit (posterior, runs, law, priors) to a netCDF file, atomically.
+
+        Raises
+        ------
+        FileExistsError
+            When ``path`` exists and ``overwrite`` is False.
+        """
+        from .io import save_fit
+
+        save_fit(self, path, overwrite=overwrite)

@@ -1,0 +1,152 @@
+"""Saving and loading fits as netCDF, and atomic file writing.
+
+This is the one module that knows the on-disk container: an ``xarray.DataTree`` with groups
+``posterior``, ``sample_stats`` and ``observed_data`` (the runs), and the law, priors,
+likelihood, reference scales and sampler settings as JSON attributes of the root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .exceptions import FitFileError
+
+if TYPE_CHECKING:
+    from .fit import ScalingFit
+
+__all__ = ["save_fit", "load_fit", "atomic_write", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+_FORMAT_NAME = "bayescale-fit"
+_ENGINE = "netcdf4"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success, rename it over ``path``.
+
+    Write the whole output to the yielded path. An interrupted write (exception, kill)
+    leaves any existing file untouched; at worst a ``.<name>.*.tmp`` file remains beside it.
+
+    Raises
+    ------
+    FileExistsError
+        When ``path`` exists and ``overwrite`` is False.
+    FileNotFoundError
+        When the directory of ``path`` does not exist.
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{str(target)!r} exists; pass overwrite=True (CLI: --force) "
+                              "to replace it")
+    if not target.parent.exists():
+        raise FileNotFoundError(f"directory {str(target.parent)!r} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp_name)
+        with open(tmp_name, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def _to_tree(fit: "ScalingFit") -> xr.DataTree:
+    runs = fit.runs.frame
+    observed = xr.Dataset({name: ("run", runs[name].to_numpy()) for name in runs.columns})
+    attrs = {
+        "format": _FORMAT_NAME,
+        "schema_version": SCHEMA_VERSION,
+        "law": fit.law.name,
+        "likelihood": fit.likelihood,
+        "priors": json.dumps({k: v.to_dict() for k, v in fit.priors.items()}, sort_keys=True),
+        "reference": json.dumps(fit.reference, sort_keys=True),
+        "settings": json.dumps(fit.settings, sort_keys=True),
+        "runs_source": fit.runs.source,
+    }
+    from . import __version__
+
+    attrs["bayescale_version"] = __version__
+    return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), "posterior": fit.posterior,
+                                  "sample_stats": fit.sample_stats, "observed_data": observed})
+
+
+def save_fit(fit: "ScalingFit", path: str | PathLike[str], *, overwrite: bool = False) -> None:
+    """Write a fit to a netCDF file atomically (temporary file, then rename).
+
+    Raises
+    ------
+    FileExistsError
+        When ``path`` exists and ``overwrite`` is False.
+    """
+    tree = _to_tree(fit)
+    with atomic_write(path, overwrite=overwrite) as tmp_path:
+        tree.to_netcdf(tmp_path, engine=_ENGINE)
+
+
+def load_fit(path: str | PathLike[str]) -> "ScalingFit":
+    """Load a fit written by :meth:`ScalingFit.save`.
+
+    Forecasts from the loaded fit equal those of the saved one exactly.
+
+    Raises
+    ------
+    FitFileError
+        When the file is missing, truncated, corrupted, or not a bayescale fit.
+    """
+    from .data import Runs
+    from .fit import ScalingFit
+    from .laws import get_law
+    from .priors import Prior
+
+    source = Path(path)
+    if not source.is_file():
+        raise FitFileError(f"no fit file at {str(source)!r}")
+    try:
+        with xr.open_datatree(source, engine=_ENGINE) as opened:
+            tree = opened.load()
+    except Exception as exc:  # h5py/netCDF raise many types for damaged files
+        raise FitFileError(f"{str(source)!r} is not a readable netCDF fit file (truncated or "
+                           f"corrupted?): {type(exc).__name__}: {exc}") from exc
+    attrs = tree.attrs
+    if attrs.get("format") != _FORMAT_NAME:
+        raise FitFileError(f"{str(source)!r} is a netCDF file but not a bayescale fit "
+                           f"(no format={_FORMAT_NAME!r} attribute)")
+    version = int(attrs.get("schema_version", -1))
+    if version > SCHEMA_VERSION:
+        raise FitFileError(f"{str(source)!r} was written by a newer bayescale (schema {version}); "
+                           f"this version reads schema ≤ {SCHEMA_VERSION}: upgrade bayescale")
+    try:
+        for group in ("posterior", "sample_stats", "observed_data"):
+            if group not in tree.children:
+                raise KeyError(f"group {group!r} missing")
+        law = get_law(str(attrs["law"]))
+        priors = {k: Prior.from_dict(v) for k, v in json.loads(attrs["priors"]).items()}
+        reference = {k: float(v) for k, v in json.loads(attrs["reference"]).items()}
+        settings = json.loads(attrs["settings"])
+        observed = tree["observed_data"].to_dataset()
+        frame = pd.DataFrame({name: np.asarray(observed[name].values, dtype=np.float64)
+                              for name in ("params", "tokens", "flops", "loss")})
+        runs = Runs(frame=frame, source=str(attrs.get("runs_source", "saved fit")))
+        posterior = tree["posterior"].to_dataset()
+        sample_stats = tree["sample_stats"].to_dataset()
+        likelihood = str(attrs["likelihood"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise FitFileError(f"{str(source)!r} is damaged or incomplete: {exc}") from exc
+    return ScalingFit(law=law, priors=priors, likelihood=likelihood, runs=runs,
+                      reference=reference, posterior=posterior, sample_stats=sample_stats,
+                      settings=settings)

@@ -1,0 +1,207 @@
+"""Scaling laws, each written once for numpy (analysis of draws) and pytensor (the PyMC graph).
+
+Every law is evaluated in log space with log-sum-exp and with its inputs centred on reference
+scales inside the data (geometric means of N, D or C). For Chinchilla::
+
+    log L = LSE(a − α·(log N − log N₀), b − β·(log D − log D₀), log E)
+
+which is L = E + A/N^α + B/D^β with A = exp(a)·N₀^α and B = exp(b)·D₀^β. Centring removes
+most of the correlation between a coefficient and its exponent, which keeps NUTS fast.
+
+E is sampled as ``E_fraction`` ∈ (0, 1) of the smallest observed loss, so the irreducible loss
+can never exceed a loss that was actually reached.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .data import Runs
+from .exceptions import ModelMismatchError
+from .priors import Prior
+
+__all__ = ["ScalingLaw", "ComputeLaw", "ChinchillaLaw", "get_law", "LAWS"]
+
+Array = Any  # numpy array or pytensor tensor
+
+
+class ScalingLaw(ABC):
+    """A parametric law for loss as a function of scale.
+
+    Subclasses declare their inputs, their sampled parameters (with domains and default
+    priors) and implement :meth:`log_loss` once for both numpy and pytensor.
+    """
+
+    name: ClassVar[str]
+    #: Standard run columns the law reads (subset of params, tokens, flops).
+    inputs: ClassVar[tuple[str, ...]]
+    #: Sampled parameters -> (lower, upper) domain.
+    parameter_domains: ClassVar[dict[str, tuple[float, float]]]
+    #: Parameters in the paper's form, derived from the sampled ones.
+    paper_parameters: ClassVar[tuple[str, ...]]
+    formula: ClassVar[str]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash(type(self).__name__)
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of free parameters of the law itself (not counting noise)."""
+        return len(self.parameter_domains)
+
+    @abstractmethod
+    def default_priors(self) -> dict[str, Prior]:
+        """Weakly informative priors for the sampled parameters."""
+
+    def reference(self, runs: Runs) -> dict[str, float]:
+        """Reference scales (logs of geometric means) and the log of the smallest loss."""
+        self.check_runs(runs)
+        ref = {"log_min_loss": float(np.log(runs.column("loss").min()))}
+        for name in self.inputs:
+            ref[f"log_ref_{name}"] = float(np.mean(np.log(runs.column(name))))
+        return ref
+
+    def check_runs(self, runs: Runs) -> None:
+        """Raise :class:`ModelMismatchError` if the runs lack an input this law needs."""
+        for name in self.inputs:
+            values = runs.column(name)
+            if not np.isfinite(values).all():
+                raise ModelMismatchError(
+                    f"the {self.name} law needs column {name!r} for every run, but the runs "
+                    f"give only {', '.join(c for c in ('params', 'tokens', 'flops') if np.isfinite(runs.column(c)).all())}; "
+                    "use the 'compute' law or supply the column")
+
+    @abstractmethod
+    def log_loss(self, theta: Mapping[str, Array], log_x: Mapping[str, Array],
+                 ref: Mapping[str, Array], xp: ModuleType) -> Array:
+        """log L at log inputs ``log_x`` for parameters ``theta``.
+
+        ``xp`` is ``numpy`` or ``pytensor.tensor``; arrays broadcast, so theta of shape
+        (S, 1) against inputs of shape (1, M) gives all draws at all points.
+        """
+
+    @abstractmethod
+    def paper_values(self, theta: Mapping[str, np.ndarray], ref: Mapping[str, float]) -> dict[str, np.ndarray]:
+        """The paper's parameters (E, A, ...) from sampled draws (numpy)."""
+
+    def optimal_log_params(self, theta: Mapping[str, np.ndarray], ref: Mapping[str, float],
+                           log_flops: np.ndarray) -> np.ndarray:
+        """log N_opt(C) per draw under C = 6·N·D; only laws of N and D define it."""
+        raise ModelMismatchError(f"the {self.name} law has no compute-optimal split of N and D; "
+                                 "give params= and tokens=, or fit the 'chinchilla' law")
+
+    @staticmethod
+    def log_e(theta: Mapping[str, Array], ref: Mapping[str, Array], xp: ModuleType) -> Array:
+        """log E from the sampled fraction of the smallest observed loss."""
+        return ref["log_min_loss"] + xp.log(theta["E_fraction"])
+
+
+def _exponent_prior() -> Prior:
+    # Published exponents: Kaplan 0.076/0.095, Hoffmann 0.34/0.28, Epoch 0.35/0.37,
+    # Muennighoff 0.35. LogNormal(log 0.3, 0.7) has 94% of its mass in about [0.08, 1.1].
+    return Prior("LogNormal", mu=math.log(0.3), sigma=0.7)
+
+
+def _coefficient_prior() -> Prior:
+    # a = log of a reducible term at the reference scale, in loss units: exp(-1) ≈ 0.37 nats,
+    # 94% of the mass between about 0.02 and 6 nats.
+    return Prior("Normal", mu=-1.0, sigma=1.5)
+
+
+def _e_fraction_prior() -> Prior:
+    # E / (smallest observed loss): Hoffmann ≈ 0.85, Epoch ≈ 0.9 on Chinchilla's runs; far
+    # below 1 for short curves. Beta(2, 1.5) allows the whole range, mean 0.57.
+    return Prior("Beta", alpha=2.0, beta=1.5)
+
+
+class ChinchillaLaw(ScalingLaw):
+    """Hoffmann et al. (2022): L(N, D) = E + A/N^α + B/D^β."""
+
+    name = "chinchilla"
+    inputs = ("params", "tokens")
+    parameter_domains = {"E_fraction": (0.0, 1.0), "a": (-math.inf, math.inf),
+                         "b": (-math.inf, math.inf), "alpha": (0.0, math.inf),
+                         "beta": (0.0, math.inf)}
+    paper_parameters = ("E", "A", "B", "alpha", "beta")
+    formula = "L(N, D) = E + A / N^alpha + B / D^beta"
+
+    def default_priors(self) -> dict[str, Prior]:
+        return {"E_fraction": _e_fraction_prior(), "a": _coefficient_prior(),
+                "b": _coefficient_prior(), "alpha": _exponent_prior(), "beta": _exponent_prior()}
+
+    def log_loss(self, theta, log_x, ref, xp):
+        term_n = theta["a"] - theta["alpha"] * (log_x["params"] - ref["log_ref_params"])
+        term_d = theta["b"] - theta["beta"] * (log_x["tokens"] - ref["log_ref_tokens"])
+        return xp.logaddexp(xp.logaddexp(term_n, term_d), self.log_e(theta, ref, xp))
+
+    def paper_values(self, theta, ref):
+        log_a = theta["a"] + theta["alpha"] * ref["log_ref_params"]
+        log_b = theta["b"] + theta["beta"] * ref["log_ref_tokens"]
+        return {"E": np.exp(self.log_e(theta, ref, np)), "A": np.exp(log_a), "B": np.exp(log_b),
+                "alpha": np.asarray(theta["alpha"]), "beta": np.asarray(theta["beta"])}
+
+    def optimal_log_params(self, theta, ref, log_flops):
+        """Closed form under C = 6·N·D (Hoffmann et al. 2022, eq. 4).
+
+        N_opt = G·(C/6)^(β/(α+β)) with G = (α·A / (β·B))^(1/(α+β)); computed in logs because
+        A and B reach 10^3–10^5 and C reaches 10^25.
+        """
+        alpha, beta = np.asarray(theta["alpha"]), np.asarray(theta["beta"])
+        log_a = np.asarray(theta["a"]) + alpha * ref["log_ref_params"]
+        log_b = np.asarray(theta["b"]) + beta * ref["log_ref_tokens"]
+        log_g = (np.log(alpha) + log_a - np.log(beta) - log_b) / (alpha + beta)
+        return log_g + beta / (alpha + beta) * (np.asarray(log_flops) - math.log(6.0))
+
+
+class ComputeLaw(ScalingLaw):
+    """Loss against training compute: L(C) = E + A·C^(−α) (C in FLOPs).
+
+    Sampled as E + exp(a)·(C/C₀)^(−α) with C₀ the geometric mean of the runs' compute; the
+    reported A is the coefficient for C in FLOPs, A = exp(a)·C₀^α.
+    """
+
+    name = "compute"
+    inputs = ("flops",)
+    parameter_domains = {"E_fraction": (0.0, 1.0), "a": (-math.inf, math.inf),
+                         "alpha": (0.0, math.inf)}
+    paper_parameters = ("E", "A", "alpha")
+    formula = "L(C) = E + A * C^-alpha"
+
+    def default_priors(self) -> dict[str, Prior]:
+        # Loss-vs-compute exponents are smaller than per-axis ones (Kaplan 0.05, Porian
+        # 0.11-0.14, Chinchilla's frontier ≈ 0.15): LogNormal(log 0.15, 0.8) covers 0.03-0.7.
+        return {"E_fraction": _e_fraction_prior(), "a": _coefficient_prior(),
+                "alpha": Prior("LogNormal", mu=math.log(0.15), sigma=0.8)}
+
+    def log_loss(self, theta, log_x, ref, xp):
+        term_c = theta["a"] - theta["alpha"] * (log_x["flops"] - ref["log_ref_flops"])
+        return xp.logaddexp(term_c, self.log_e(theta, ref, xp))
+
+    def paper_values(self, theta, ref):
+        log_a = theta["a"] + theta["alpha"] * ref["log_ref_flops"]
+        return {"E": np.exp(self.log_e(theta, ref, np)), "A": np.exp(log_a),
+                "alpha": np.asarray(theta["alpha"])}
+
+
+LAWS: dict[str, type[ScalingLaw]] = {"chinchilla": ChinchillaLaw, "compute": ComputeLaw}
+
+
+def get_law(law: str | ScalingLaw) -> ScalingLaw:
+    """Return a law instance from its registered name (``"chinchilla"``, ``"compute"``)."""
+    if isinstance(law, ScalingLaw):
+        return law
+    if isinstance(law, str) and law.lower() in LAWS:
+        return LAWS[law.lower()]()
+    raise ValueError(f"unknown law {law!r}; available: {sorted(LAWS)}")

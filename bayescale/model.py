@@ -1,0 +1,251 @@
+"""ScalingModel: a law, its priors and a likelihood, turned into a PyMC model and sampled.
+
+This is the only module that imports PyMC. Compiling a model for nutpie costs seconds, so
+compiled models are cached per structure (law, priors, likelihood) and reused with new data:
+every data-dependent quantity (inputs, observations, reference scales) is a ``pm.Data``
+container that nutpie can swap without recompiling.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .data import Runs
+from .exceptions import PriorError, RunDataError
+from .laws import ScalingLaw, get_law
+from .priors import Prior, priors_to_json
+
+__all__ = ["ScalingModel", "LIKELIHOODS", "SAMPLERS", "default_noise_priors"]
+
+LIKELIHOODS = ("student_t", "normal")
+SAMPLERS = ("nutpie", "pymc")
+
+_compiled_cache: dict[tuple, Any] = {}
+_cache_lock = threading.Lock()
+
+
+def default_noise_priors(likelihood: str) -> dict[str, Prior]:
+    """Priors of the noise on log loss: scale ``sigma`` and, for Student-t, degrees ``nu``.
+
+    Repeated runs of one configuration differ by about 0.5–2% in loss, so HalfNormal(0.1)
+    on log loss is weak. ``nu`` is fixed at 4: heavy enough tails to shrug off a digitising
+    slip or a diverged run (the role the Huber loss plays in Hoffmann et al. and Epoch),
+    without the sampling cost of a free ``nu``. Override with e.g. ``Prior("Gamma", alpha=2,
+    beta=0.1)``.
+    """
+    priors = {"sigma": Prior("HalfNormal", sigma=0.1)}
+    if likelihood == "student_t":
+        priors["nu"] = Prior("Fixed", value=4.0)
+    return priors
+
+
+class ScalingModel:
+    """A Bayesian scaling law: law + priors + likelihood on log loss.
+
+    Parameters
+    ----------
+    law : str or ScalingLaw
+        ``"chinchilla"`` (L = E + A/N^α + B/D^β) or ``"compute"`` (L = E + A·C^−α), or a
+        law instance.
+    priors : mapping of str to Prior, optional
+        Overrides for any of the law's sampled parameters (``E_fraction``, ``a``, ``b``,
+        ``alpha``, ``beta``) or the noise (``sigma``, ``nu``). The rest keep their defaults.
+    likelihood : {"student_t", "normal"}
+        Noise model for log loss. Student-t (ν = 4 by default) is robust to outlying runs.
+
+    Examples
+    --------
+    >>> model = ScalingModel("chinchilla", priors={"alpha": Prior("Normal", mu=0.34, sigma=0.05)})
+    """
+
+    def __init__(self, law: str | ScalingLaw = "chinchilla", priors: Mapping[str, Prior] | None = None,
+                 likelihood: str = "student_t") -> None:
+        self.law = get_law(law)
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        self.likelihood = likelihood
+        merged = {**self.law.default_priors(), **default_noise_priors(likelihood)}
+        for name, prior in (priors or {}).items():
+            if name not in merged:
+                raise PriorError(f"no parameter {name!r} in the {self.law.name} law with a "
+                                 f"{likelihood} likelihood; parameters are {sorted(merged)}")
+            if not isinstance(prior, Prior):
+                raise PriorError(f"prior for {name!r} must be a bayescale.Prior, got {prior!r}")
+            merged[name] = prior
+        domains = {**self.law.parameter_domains, "sigma": (0.0, math.inf), "nu": (1.0, math.inf)}
+        for name, prior in merged.items():
+            prior.check_support(name, *domains[name])
+        self.priors: dict[str, Prior] = merged
+
+    def __repr__(self) -> str:
+        return f"ScalingModel({self.law.name!r}, likelihood={self.likelihood!r})"
+
+    @property
+    def structure_key(self) -> tuple:
+        """What determines the compiled model: law, priors and likelihood (not the data)."""
+        return (self.law.name, priors_to_json(self.priors), self.likelihood)
+
+    # -- model construction ------------------------------------------------------------
+
+    def _check_runs(self, runs: Runs) -> None:
+        if not isinstance(runs, Runs):
+            raise TypeError(f"fit expects Runs from bayescale.load_runs, got {type(runs).__name__}")
+        self.law.check_runs(runs)
+        needed = self.law.n_parameters + 1
+        if len(runs) < needed:
+            raise RunDataError(f"{len(runs)} runs cannot fit the {self.law.name} law: it has "
+                               f"{self.law.n_parameters} parameters, so at least {needed} runs "
+                               "are needed (and many more for useful bands)")
+
+    def data_values(self, runs: Runs) -> dict[str, np.ndarray]:
+        """The values of every ``pm.Data`` container for these runs."""
+        ref = self.law.reference(runs)
+        values = {name: np.asarray(value, dtype=np.float64) for name, value in ref.items()}
+        for name in self.law.inputs:
+            values[f"log_{name}"] = np.log(runs.column(name))
+        values["log_loss_observed"] = np.log(runs.column("loss"))
+        return values
+
+    def build(self, runs: Runs):
+        """Build the PyMC model for these runs (no sampling).
+
+        Returns
+        -------
+        pymc.Model
+        """
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        self._check_runs(runs)
+        values = self.data_values(runs)
+        with pm.Model() as model:
+            data = {name: pm.Data(name, value) for name, value in values.items()}
+            theta = {name: self._random_variable(pm, pt, name, self.priors[name])
+                     for name in self.law.parameter_domains}
+            ref = {name: data[name] for name in data if name.startswith("log_ref_") or name == "log_min_loss"}
+            log_x = {name: data[f"log_{name}"] for name in self.law.inputs}
+            mu = self.law.log_loss(theta, log_x, ref, pt)
+            sigma = self._random_variable(pm, pt, "sigma", self.priors["sigma"])
+            observed = data["log_loss_observed"]
+            if self.likelihood == "student_t":
+                nu = self._random_variable(pm, pt, "nu", self.priors["nu"])
+                pm.StudentT("log_loss", nu=nu, mu=mu, sigma=sigma, observed=observed,
+                            shape=observed.shape)
+            else:
+                pm.Normal("log_loss", mu=mu, sigma=sigma, observed=observed, shape=observed.shape)
+        return model
+
+    @staticmethod
+    def _random_variable(pm, pt, name: str, prior: Prior):
+        if prior.dist == "Fixed":
+            return pt.constant(prior.params["value"], dtype="float64")
+        return getattr(pm, prior.dist)(name, **prior.params)
+
+    def sampled_parameters(self) -> list[str]:
+        """Names of the parameters that get posterior draws (fixed priors excluded)."""
+        names = [*self.law.parameter_domains, "sigma"] + (["nu"] if self.likelihood == "student_t" else [])
+        return [n for n in names if self.priors[n].dist != "Fixed"]
+
+    # -- sampling ----------------------------------------------------------------------
+
+    def _compiled(self, runs: Runs):
+        import nutpie
+
+        values = self.data_values(runs)
+        key = self.structure_key
+        with _cache_lock:
+            compiled = _compiled_cache.get(key)
+            if compiled is None:
+                compiled = nutpie.compile_pymc_model(self.build(runs), backend="numba")
+                _compiled_cache[key] = compiled
+                return compiled
+        return compiled.with_data(**values)
+
+    def fit(self, runs: Runs, *, draws: int = 1000, tune: int = 1000, chains: int = 4,
+            random_seed: int | None = None, progressbar: bool = False, sampler: str = "nutpie",
+            cores: int | None = None, check: bool = True) -> "ScalingFit":
+        """Sample the posterior of the law's parameters given the runs.
+
+        Parameters
+        ----------
+        runs : Runs
+            From :func:`bayescale.load_runs`.
+        draws, tune : int
+            Posterior draws and tuning steps per chain.
+        chains : int
+            Independent chains (run in parallel on ``cores`` cores).
+        random_seed : int, optional
+            Seed for reproducible posteriors; a fresh one is drawn and recorded when omitted.
+        progressbar : bool
+            Show the sampler's progress.
+        sampler : {"nutpie", "pymc"}
+            nutpie (compiled Rust NUTS, cached per model structure) or PyMC's own NUTS.
+        cores : int, optional
+            Parallel chains; defaults to min(chains, CPU count).
+        check : bool
+            Emit a :class:`ConvergenceWarning` when diagnostics fail.
+
+        Returns
+        -------
+        ScalingFit
+        """
+        from .fit import ScalingFit
+
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
+            if not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self._check_runs(runs)
+        if random_seed is None:
+            random_seed = int(np.random.SeedSequence().entropy % (2**31))
+        cores = cores or max(1, min(chains, os.cpu_count() or 1))
+        start = time.perf_counter()
+        if sampler == "nutpie":
+            import nutpie
+
+            compiled = self._compiled(runs)
+            tree = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores,
+                                 seed=random_seed, progress_bar=progressbar, save_warmup=False)
+        else:
+            import pymc as pm
+
+            with self.build(runs):
+                tree = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores,
+                                 random_seed=random_seed, progressbar=progressbar,
+                                 nuts_sampler="pymc", compute_convergence_checks=False)
+        seconds = time.perf_counter() - start
+        settings = {"draws": int(draws), "tune": int(tune), "chains": int(chains),
+                    "sampler": sampler, "random_seed": int(random_seed), "seconds": seconds}
+        fit = ScalingFit.from_sampler_output(self, runs, tree, settings)
+        if check:
+            fit.warn_if_unreliable(stacklevel=3)
+        return fit
+
+    def sample_prior_predictive(self, runs: Runs, draws: int = 500, random_seed: int | None = None):
+        """Draw from the prior predictive of log loss at the runs' inputs (a prior check).
+
+        Returns
+        -------
+        xarray.DataTree
+            With groups ``prior`` and ``prior_predictive``; compare ``exp(log_loss)`` with
+            the observed losses to see whether the priors allow the data.
+        """
+        import pymc as pm
+
+        with self.build(runs):
+            return pm.sample_prior_predictive(draws=draws, random_seed=random_seed)
+
+
+def clear_compiled_cache() -> None:
+    """Forget every compiled model (frees memory; the next fit compiles again)."""
+    with _cache_lock:
+        _compiled_cache.clear()
+

@@ -1,0 +1,92 @@
+"""Laws: one definition for numpy and pytensor; closed forms agree with numerics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytensor.tensor as pt
+import pytest
+from scipy.optimize import minimize_scalar
+
+import bayescale as bs
+from bayescale.laws import ChinchillaLaw, ComputeLaw
+
+REF = {"log_min_loss": math.log(2.0), "log_ref_params": math.log(1e9),
+       "log_ref_tokens": math.log(2e10), "log_ref_flops": math.log(1.2e20)}
+THETA = {"E_fraction": 0.9, "a": -1.1, "b": -0.9, "alpha": 0.34, "beta": 0.28}
+
+
+def paper_loss(law, theta, n, d):
+    p = law.paper_values(theta, REF)
+    return p["E"] + p["A"] / n ** p["alpha"] + p["B"] / d ** p["beta"]
+
+
+def test_numpy_and_pytensor_agree():
+    law = ChinchillaLaw()
+    n, d = np.array([1e8, 7e10]), np.array([3e9, 1.4e12])
+    log_x = {"params": np.log(n), "tokens": np.log(d)}
+    expected = law.log_loss(THETA, log_x, REF, np)
+    symbolic = law.log_loss({k: pt.constant(v) for k, v in THETA.items()},
+                            {k: pt.constant(v) for k, v in log_x.items()}, REF, pt)
+    np.testing.assert_allclose(symbolic.eval(), expected, rtol=1e-12)
+
+
+def test_log_space_form_equals_paper_form():
+    law = ChinchillaLaw()
+    n, d = np.array([1e8, 7e10]), np.array([3e9, 1.4e12])
+    log_loss = law.log_loss(THETA, {"params": np.log(n), "tokens": np.log(d)}, REF, np)
+    np.testing.assert_allclose(np.exp(log_loss), paper_loss(law, THETA, n, d), rtol=1e-12)
+    assert law.paper_values(THETA, REF)["E"] == pytest.approx(1.8)
+
+
+def test_compute_law_paper_form():
+    law = ComputeLaw()
+    theta = {"E_fraction": 0.8, "a": -0.5, "alpha": 0.12}
+    c = np.array([1e18, 1e24])
+    p = law.paper_values(theta, REF)
+    log_loss = law.log_loss(theta, {"flops": np.log(c)}, REF, np)
+    np.testing.assert_allclose(np.exp(log_loss), p["E"] + p["A"] * c ** -p["alpha"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("flops", [1e19, 5.76e23, 1e26])
+def test_optimal_split_matches_numeric_minimum(flops):
+    law = ChinchillaLaw()
+    log_n = float(law.optimal_log_params(THETA, REF, np.log(flops)))
+
+    def loss_at(log_params):
+        n = math.exp(log_params)
+        return float(paper_loss(law, THETA, n, flops / (6 * n)))
+
+    numeric = minimize_scalar(loss_at, bounds=(math.log(1e3), math.log(flops / 6)),
+                              method="bounded", options={"xatol": 1e-10}).x
+    assert log_n == pytest.approx(numeric, abs=1e-6)
+
+
+def test_get_law():
+    assert isinstance(bs.get_law("Chinchilla"), ChinchillaLaw)
+    with pytest.raises(ValueError, match=r"unknown law 'kaplan'; available: \['chinchilla', 'compute'\]"):
+        bs.get_law("kaplan")
+
+
+def test_prior_validation():
+    with pytest.raises(bs.PriorError, match="unknown prior distribution 'Cauchy'"):
+        bs.Prior("Cauchy", alpha=0, beta=1)
+    with pytest.raises(bs.PriorError, match=r"Normal prior takes parameters \['mu', 'sigma'\]; missing \['sigma'\]"):
+        bs.Prior("Normal", mu=0)
+    with pytest.raises(bs.PriorError, match="sigma=-1.0 must be positive"):
+        bs.Prior("Normal", mu=0, sigma=-1)
+    with pytest.raises(bs.PriorError, match=r"prior for 'alpha' is Prior\('Normal'.*must lie in \(0, inf\)"):
+        bs.ScalingModel("chinchilla", priors={"alpha": bs.Prior("Normal", mu=0.3, sigma=0.1)})
+    with pytest.raises(bs.PriorError, match="no parameter 'gamma' in the chinchilla law"):
+        bs.ScalingModel("chinchilla", priors={"gamma": bs.Prior("Normal", mu=0, sigma=1)})
+    model = bs.ScalingModel("chinchilla", priors={"alpha": bs.Prior("TruncatedNormal", mu=0.34, sigma=0.05, lower=0, upper=1)})
+    assert model.priors["alpha"].dist == "TruncatedNormal"
+    assert model.priors["beta"] == ChinchillaLaw().default_priors()["beta"]
+
+
+def test_prior_json_round_trip():
+    from bayescale.priors import priors_from_json, priors_to_json
+
+    priors = bs.ScalingModel("chinchilla").priors
+    assert priors_from_json(priors_to_json(priors)) == priors
