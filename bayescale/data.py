@@ -87,14 +87,17 @@ class Runs:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise RunDataError(f"no such file: {str(path)!r}")
-    if path.is_dir():
-        raise RunDataError(f"{str(path)!r} is a directory, expected a CSV file")
     try:
+        if not path.exists():
+            raise RunDataError(f"no such file: {str(path)!r}")
+        if path.is_dir():
+            raise RunDataError(f"{str(path)!r} is a directory, expected a CSV file")
         raw = path.read_bytes()
-    except OSError as exc:
-        raise RunDataError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+    except (OSError, ValueError) as exc:  # e.g. name too long, embedded NUL, no permission
+        if isinstance(exc, RunDataError):
+            raise
+        reason = getattr(exc, "strerror", None) or exc
+        raise RunDataError(f"cannot read {str(path)!r}: {reason}") from exc
     return _parse_csv_bytes(raw, str(path))
 
 
@@ -109,10 +112,14 @@ def _parse_csv_bytes(raw: bytes, name: str) -> pd.DataFrame:
     # Excel in many locales writes semicolons; pick the separator the header uses.
     sep = ";" if header.count(";") > header.count(",") else ","
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
-                            skipinitialspace=True)
+        # header=None: pandas would otherwise rename a repeated column ("loss.1") and treat
+        # rows one field longer than the header as an index, silently shifting every column.
+        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
+                            skipinitialspace=True, header=None)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise RunDataError(f"{name}: cannot parse as CSV: {exc}") from exc
+    frame = table.iloc[1:].reset_index(drop=True)
+    frame.columns = ["" if isinstance(c, float) else str(c) for c in table.iloc[0]]
     frame.attrs["csv_line_offset"] = 2  # header is line 1, first data row is line 2
     return frame
 
@@ -132,6 +139,9 @@ def _numeric_column(frame: pd.DataFrame, source_name: str, standard_name: str, w
     values = np.empty(len(column), dtype=np.float64)
     for position, raw in enumerate(column.tolist()):
         label = _row_label(frame, position)
+        if raw is None or raw is pd.NA or raw is pd.NaT:
+            raise RunDataError(f"{where}: column {source_name!r}, {label}: missing value "
+                               f"({raw}); drop the run or fill it in")
         if isinstance(raw, (bool, np.bool_)):
             raise RunDataError(f"{where}: column {source_name!r}, {label}: value {raw!r} is a "
                                "boolean, expected a number")
@@ -243,8 +253,9 @@ def load_runs(
     if have_c:
         c_values = _numeric_column(frame, flops, "flops", where)
         if have_n and have_d:
-            implied = 6.0 * n_values * d_values
-            ratio = c_values / implied
+            with np.errstate(over="ignore", under="ignore", divide="ignore"):
+                implied = 6.0 * n_values * d_values
+                ratio = c_values / implied
             bad = np.flatnonzero((ratio > _FLOPS_MISMATCH_FACTOR) | (ratio < 1 / _FLOPS_MISMATCH_FACTOR))
             if bad.size:
                 first = int(bad[0])
@@ -255,10 +266,13 @@ def load_runs(
                     f"6·N·D={implied[first]:.4g}); check the units of {flops!r}",
                     UserWarning, stacklevel=2)
     else:
-        c_values = 6.0 * n_values * d_values
-        if not np.isfinite(c_values).all():
-            first = int(np.flatnonzero(~np.isfinite(c_values))[0])
-            raise RunDataError(f"{where}: {_row_label(frame, first)}: 6·N·D overflows float64 "
+        with np.errstate(over="ignore", under="ignore"):
+            c_values = 6.0 * n_values * d_values
+        bad = np.flatnonzero(~np.isfinite(c_values) | (c_values <= 0))
+        if bad.size:
+            first = int(bad[0])
+            problem = "overflows" if np.isinf(c_values[first]) else "underflows to zero in"
+            raise RunDataError(f"{where}: {_row_label(frame, first)}: 6·N·D {problem} float64 "
                                f"(params={n_values[first]:.4g}, tokens={d_values[first]:.4g})")
 
     standard = pd.DataFrame({"params": n_values, "tokens": d_values, "flops": c_values,
