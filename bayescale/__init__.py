@@ -24,6 +24,7 @@ from .exceptions import (
     NotFittedError,
     PriorError,
     RunDataError,
+    UnreachableTargetWarning,
 )
 from .fit import Diagnostics, ScalingFit
 from .io import load_fit
@@ -51,6 +52,7 @@ __all__ = [
     "ScalingFit",
     "ScalingLaw",
     "ScalingModel",
+    "UnreachableTargetWarning",
     "__version__",
     "get_law",
     "load_dataset",

@@ -160,6 +160,143 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finite_or_none(value):
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _json_records(table: pd.DataFrame) -> list[dict]:
+    """Records with inf/NaN as null, so the JSON is valid for strict parsers."""
+    return [{k: _finite_or_none(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+
+
+def _band_text(lower: float, upper: float) -> str:
+    return f"[{_sci(lower)}, {_sci(upper)}]"
+
+
+def _flops_text(value: float) -> str:
+    return _sci(value) if np.isfinite(value) else "unreachable"
+
+
+def _report_warnings(caught) -> None:
+    seen = set()
+    for item in caught:
+        message = str(item.message)
+        if message not in seen:
+            seen.add(message)
+            print(f"bayescale: warning: {message}", file=sys.stderr)
+
+
+def format_risk_table(table: pd.DataFrame) -> str:
+    """risk_table() as text: one row per target, one column per budget."""
+    out = pd.DataFrame({"target loss": [f"{t:g}" for t in table.index]})
+    for flops in table.columns:
+        out[_sci(flops)] = [f"{p:.3f}" for p in table[flops]]
+    text = out.to_string(index=False)
+    if table.attrs.get("params"):
+        plan = ", ".join(f"{_sci(c)}: N={_sci(n)}, D={_sci(d)}" for c, n, d in
+                         zip(table.columns, table.attrs["params"], table.attrs["tokens"]))
+        text += f"\n(allocation used, posterior-median compute-optimal: {plan})"
+    return text
+
+
+def cmd_risk(args: argparse.Namespace) -> int:
+    fit = _fit_or_load(args)
+    targets, budgets, probs = args.target, args.budget or [], sorted(args.prob)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        grid = fit.risk_table(targets, budgets, mode=args.mode, kind=args.kind) if budgets else None
+        per_target = ([fit.prob_below(t, flops=budgets, mode=args.mode, kind=args.kind)
+                       for t in targets] if budgets else [])
+        reach = fit.compute_to_reach([t for t in targets for _ in probs], probs * len(targets),
+                                     mode=args.mode, kind=args.kind)
+        spread = fit.compute_distribution(targets, prob=args.band)
+    _report_warnings(caught)
+    if args.json:
+        risk_rows = [dict(row, target=t) for t, table in zip(targets, per_target)
+                     for row in _json_records(table)]
+        print(json.dumps({"mode": args.mode, "kind": args.kind, "risk": risk_rows,
+                          "compute_to_reach": _json_records(reach),
+                          "compute_distribution": _json_records(spread),
+                          "band": args.band}))
+        return 0
+    where = ("each posterior draw at its own optimum" if args.mode == "oracle"
+             else "at the posterior-median compute-optimal allocation")
+    noise = "run-to-run noise included" if args.kind == "observed" else "the law's mean loss"
+    if grid is not None:
+        print(f"\nP(loss <= target) for one run at each budget in FLOPs ({where}; {noise}; "
+              f"Monte-Carlo error <= {grid.attrs['mcse_max']:.1g})")
+        print(format_risk_table(grid))
+    print(f"\nCompute to reach the target with each confidence (FLOPs; {where})")
+    out = pd.DataFrame({"target loss": [f"{t:g}" for t in targets]})
+    for p in probs:
+        rows = reach[reach["prob"] == p].set_index("target")["flops"]
+        out[f"{round(100 * p)}%"] = [_flops_text(rows[t]) for t in targets]
+    print(out.to_string(index=False))
+    level = round(100 * args.band)
+    print(f"\nCompute at which the law's expected loss reaches the target, per posterior draw "
+          f"(median, {level}% band; unreachable where E >= target)")
+    print(pd.DataFrame({
+        "target loss": [f"{t:g}" for t in spread["target"]],
+        "median FLOPs": spread["flops_median"].map(_flops_text),
+        f"{level}% band": [f"[{_flops_text(lo)}, {_flops_text(hi)}]"
+                           for lo, hi in zip(spread["flops_lower"], spread["flops_upper"])],
+        "P(unreachable)": spread["p_unreachable"].map(lambda v: f"{v:.3f}")}).to_string(index=False))
+    return 0
+
+
+def cmd_allocate(args: argparse.Namespace) -> int:
+    if args.flops is None and args.target is None:
+        raise BayescaleError("give --flops (budgets to split), or --target with "
+                             "--inference-tokens (inference-aware allocation)")
+    if (args.target is None) != (args.inference_tokens is None):
+        raise BayescaleError("--target and --inference-tokens go together")
+    fit = _fit_or_load(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = fit.optimal_allocation(args.flops, prob=args.prob) if args.flops else None
+        aware = (fit.inference_optimal_allocation(args.target, args.inference_tokens, prob=args.prob)
+                 if args.target is not None else None)
+    _report_warnings(caught)
+    if args.json:
+        print(json.dumps({"prob": args.prob,
+                          "allocation": _json_records(table) if table is not None else [],
+                          "inference_aware": _json_records(aware) if aware is not None else []}))
+        return 0
+    level = round(100 * args.prob)
+    if table is not None:
+        print(f"\nCompute-optimal allocation, C = 6·N·D (posterior median, {level}% band)")
+        out = pd.DataFrame({"FLOPs": table["flops"].map(_sci)})
+        for name, label in (("params", "N (params)"), ("tokens", "D (tokens)"),
+                            ("tokens_per_param", "tokens/param"), ("loss", "loss at optimum")):
+            out[label] = table[f"{name}_median"].map(_sci)
+            out[f"{level}% band " + label.split()[0]] = [
+                _band_text(lo, hi) for lo, hi in zip(table[f"{name}_lower"], table[f"{name}_upper"])]
+        print(out.to_string(index=False))
+    if aware is not None:
+        print(f"\nInference-aware allocation (Sardana et al. 2023): least training + inference "
+              f"FLOPs reaching the target (posterior median, {level}% band)")
+        for _, row in aware.iterrows():
+            print(f"\ntarget loss {row['target']:g}, serving {_sci(row['inference_tokens'])} tokens "
+                  f"(P(target unreachable) = {row['p_unreachable']:.3f})")
+            lines = [(label, row[f"{name}_median"], row[f"{name}_lower"], row[f"{name}_upper"])
+                     for name, label in (("params", "N (params)"), ("tokens", "D (tokens)"),
+                                         ("tokens_per_param", "tokens/param"),
+                                         ("train_flops", "training FLOPs"),
+                                         ("inference_flops", "inference FLOPs"),
+                                         ("total_flops", "total FLOPs"),
+                                         ("chinchilla_total_flops", "Chinchilla-optimal total"))]
+            for label, median, lo, hi in lines:
+                print(f"  {label:<26}{_sci(median):>10}  {_band_text(lo, hi)}")
+            print(f"  {'saving vs Chinchilla':<26}{100 * row['savings_median']:>9.1f}%  "
+                  f"[{100 * row['savings_lower']:.1f}%, {100 * row['savings_upper']:.1f}%]")
+            print(f"  P(loss <= target) for one run at the median N, D: {row['plan_prob']:.3f}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import matplotlib
 
@@ -218,6 +355,36 @@ def build_parser() -> argparse.ArgumentParser:
     forecast.add_argument("--kind", choices=["observed", "mean"], default="observed")
     forecast.add_argument("--json", action="store_true", help="print JSON instead of a table")
     forecast.set_defaults(handler=cmd_forecast)
+
+    risk = sub.add_parser("risk", help="P(loss <= target) at budgets, compute to reach a target")
+    _add_run_arguments(risk)
+    _add_fit_arguments(risk)
+    risk.add_argument("--target", type=_positive_float, nargs="+", required=True,
+                      help="target loss(es)")
+    risk.add_argument("--budget", type=_positive_float, nargs="+", help="budgets in FLOPs")
+    risk.add_argument("--prob", type=_probability, nargs="+", default=[0.5, 0.8, 0.9],
+                      help="confidence levels for the compute to reach a target (default 0.5 0.8 0.9)")
+    risk.add_argument("--band", type=_probability, default=0.9,
+                      help="band of the per-draw compute distribution (default 0.9)")
+    risk.add_argument("--mode", choices=["median", "oracle"], default="median",
+                      help="median: train at the posterior-median optimal N (default); "
+                           "oracle: each draw at its own optimum")
+    risk.add_argument("--kind", choices=["observed", "mean"], default="observed")
+    risk.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    risk.set_defaults(handler=cmd_risk)
+
+    allocate = sub.add_parser("allocate", help="compute-optimal N and D with bands; "
+                                               "inference-aware allocation")
+    _add_run_arguments(allocate)
+    _add_fit_arguments(allocate)
+    allocate.add_argument("--flops", type=_positive_float, nargs="+", help="budgets in FLOPs")
+    allocate.add_argument("--target", type=_positive_float, nargs="+",
+                          help="target loss(es) for the inference-aware allocation")
+    allocate.add_argument("--inference-tokens", type=_positive_float, nargs="+",
+                          help="tokens the model will serve over its life (with --target)")
+    allocate.add_argument("--prob", type=_probability, default=0.9, help="band level (default 0.9)")
+    allocate.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    allocate.set_defaults(handler=cmd_allocate)
 
     demo = sub.add_parser("demo", help="fit the bundled Chinchilla runs, print tables, save a PNG")
     _add_fit_arguments(demo)

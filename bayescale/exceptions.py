@@ -16,6 +16,7 @@ __all__ = [
     "ConvergenceWarning",
     "ExtrapolationWarning",
     "DesignWarning",
+    "UnreachableTargetWarning",
 ]
 
 
@@ -53,3 +54,7 @@ class ExtrapolationWarning(UserWarning):
 
 class DesignWarning(UserWarning):
     """The runs cannot identify some parameter well (e.g. a single model size)."""
+
+
+class UnreachableTargetWarning(UserWarning):
+    """A target loss cannot be reached with the asked confidence at any compute (E too high)."""

@@ -288,6 +288,70 @@ class ScalingFit:
         return forecast_table(self, flops=flops, params=params, tokens=tokens, prob=prob,
                               kind=kind, random_seed=random_seed)
 
+    def prob_below(self, target: float, flops: object = None, *, params: object = None,
+                   tokens: object = None, mode: str = "median", kind: str = "observed",
+                   mcse: str = "ess") -> float | pd.DataFrame:
+        """P(loss ≤ target) for a run at each budget (or explicit N, D), noise included.
+
+        The run trains at the posterior-median compute-optimal split (``mode="median"``, the
+        allocation one would pick now) or, with ``mode="oracle"``, each draw at its own
+        optimum. Exact given the draws. See :func:`bayescale.risk.prob_below`.
+        """
+        from .risk import prob_below
+
+        return prob_below(self, target, flops, params=params, tokens=tokens, mode=mode,
+                          kind=kind, mcse=mcse)
+
+    def compute_to_reach(self, target: object, prob: object = 0.8, *, mode: str = "median",
+                         kind: str = "observed") -> float | pd.DataFrame:
+        """Smallest budget in FLOPs with P(loss ≤ target) ≥ prob; ``inf`` when out of reach.
+
+        See :func:`bayescale.risk.compute_to_reach`.
+        """
+        from .risk import compute_to_reach
+
+        return compute_to_reach(self, target, prob, mode=mode, kind=kind)
+
+    def compute_distribution(self, target: object, prob: float = 0.9) -> pd.DataFrame:
+        """Posterior median and band of the compute (FLOPs) the law needs to reach each target,
+        and the probability that it is unreachable (E ≥ target).
+
+        See :func:`bayescale.risk.compute_distribution`.
+        """
+        from .risk import compute_distribution
+
+        return compute_distribution(self, target, prob)
+
+    def risk_table(self, targets: object, budgets: object, *, mode: str = "median",
+                   kind: str = "observed") -> pd.DataFrame:
+        """P(loss ≤ target) for every target (rows) and budget in FLOPs (columns).
+
+        See :func:`bayescale.risk.risk_table`.
+        """
+        from .risk import risk_table
+
+        return risk_table(self, targets, budgets, mode=mode, kind=kind)
+
+    def optimal_allocation(self, flops: object, prob: float = 0.9) -> pd.DataFrame:
+        """Compute-optimal N, D, tokens per parameter and loss at each budget, with bands.
+
+        See :func:`bayescale.allocation.optimal_allocation`.
+        """
+        from .allocation import optimal_allocation
+
+        return optimal_allocation(self, flops, prob)
+
+    def inference_optimal_allocation(self, target: object, inference_tokens: object,
+                                     prob: float = 0.9) -> pd.DataFrame:
+        """N and D reaching ``target`` at least training + inference cost (Sardana et al.
+        2023), with bands and the savings over the Chinchilla-optimal model.
+
+        See :func:`bayescale.allocation.inference_optimal_allocation`.
+        """
+        from .allocation import inference_optimal_allocation
+
+        return inference_optimal_allocation(self, target, inference_tokens, prob)
+
     def save(self, path: str | PathLike[str], *, overwrite: bool = False) -> None:
         """Save the fit (posterior, runs, law, priors) to a netCDF file, atomically.
 

@@ -72,3 +72,39 @@ def real_fit():
     """The Chinchilla law on Epoch's 240 runs (the 5 highest-loss runs dropped)."""
     runs = bs.load_dataset("chinchilla", drop_highest_loss=5)
     return quiet_fit(bs.ScalingModel("chinchilla"), runs, draws=600, tune=600, chains=2)
+
+
+def synthetic_posterior_fit(runs, paper=EPOCH_TRUTH, spread=0.0, sigma=0.02, chains=2,
+                            draws=500, seed=0, likelihood="student_t", law="chinchilla"):
+    """A ScalingFit built directly from chosen draws (no sampling): answers are known.
+
+    Each paper parameter is ``paper[name]·exp(spread·z)`` with z standard normal, independent
+    across draws (so the ESS is about the number of draws); ``spread=0`` gives identical draws.
+    """
+    import xarray as xr
+
+    from bayescale.fit import ScalingFit
+    from bayescale.model import default_noise_priors
+
+    law = bs.get_law(law)
+    ref = law.reference(runs)
+    rng = np.random.default_rng(seed)
+    shape = (chains, draws)
+    p = {k: v * np.exp(spread * rng.standard_normal(shape)) for k, v in paper.items()}
+    post = {"E_fraction": p["E"] / np.exp(ref["log_min_loss"]), "alpha": p["alpha"],
+            "sigma": np.full(shape, float(sigma))}
+    if law.name == "chinchilla":
+        post["a"] = np.log(p["A"]) - p["alpha"] * ref["log_ref_params"]
+        post["b"] = np.log(p["B"]) - p["beta"] * ref["log_ref_tokens"]
+        post["beta"] = p["beta"]
+    else:
+        post["a"] = np.log(p["A"]) - p["alpha"] * ref["log_ref_flops"]
+    dataset = xr.Dataset({k: (("chain", "draw"), np.asarray(v, dtype=float)) for k, v in post.items()},
+                         coords={"chain": np.arange(chains), "draw": np.arange(draws)})
+    stats = xr.Dataset({"diverging": (("chain", "draw"), np.zeros(shape, dtype=bool))},
+                       coords={"chain": np.arange(chains), "draw": np.arange(draws)})
+    priors = {**law.default_priors(), **default_noise_priors(likelihood)}
+    settings = {"draws": draws, "tune": 0, "chains": chains, "sampler": "synthetic",
+                "random_seed": seed, "seconds": 0.0}
+    return ScalingFit(law=law, priors=priors, likelihood=likelihood, runs=runs, reference=ref,
+                      posterior=dataset, sample_stats=stats, settings=settings)

@@ -1,0 +1,291 @@
+"""How to split compute between parameters and tokens, with uncertainty: numpy on draws.
+
+- :func:`optimal_allocation`: the compute-optimal N and D at a budget C = 6·N·D, per posterior
+  draw in closed form (Hoffmann et al. 2022, eq. 4: N_opt = G·(C/6)^(β/(α+β)) with
+  G = (α·A / (β·B))^(1/(α+β))), summarised by median and central band.
+- :func:`inference_optimal_allocation`: the N and D that reach a target loss at the least
+  *total* cost, training 6·N·D plus inference 2·N per served token (Sardana et al. 2023,
+  "Beyond Chinchilla-Optimal: Accounting for Inference in Language Model Scaling Laws"),
+  per draw, compared with the Chinchilla-optimal model for the same target.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import ExtrapolationWarning, ModelMismatchError
+from .forecast import _positive_array
+from .risk import _check_prob, prob_below
+
+if TYPE_CHECKING:
+    from .fit import ScalingFit
+
+__all__ = ["optimal_allocation", "optimal_allocation_draws", "inference_optimal_allocation",
+           "inference_optimal_draws"]
+
+_LOG6 = math.log(6.0)
+_BISECTION_STEPS = 64
+# Search down to 1 − x = e^-200·(1 − x0): models within a hair of the smallest one that can
+# reach the target at all.
+_SEARCH_WIDTH = 200.0
+
+
+def _band(prob: float) -> tuple[float, float]:
+    prob = float(_check_prob("prob", prob)[0]) if np.ndim(prob) == 0 else math.nan
+    if not math.isfinite(prob):
+        raise ValueError("prob must be one band level, e.g. 0.9")
+    tail = (1.0 - prob) / 2.0
+    return tail, 1.0 - tail
+
+
+def _summary_columns(name: str, draws: np.ndarray, quantiles: tuple[float, float]) -> dict[str, np.ndarray]:
+    """Median and band over draws (axis 0) of a (draws, points) array."""
+    lower, median, upper = np.quantile(draws, [quantiles[0], 0.5, quantiles[1]], axis=0)
+    return {f"{name}_median": median, f"{name}_lower": lower, f"{name}_upper": upper}
+
+
+# -- compute-optimal -----------------------------------------------------------------------
+
+def optimal_allocation_draws(fit: "ScalingFit", flops: object) -> dict[str, np.ndarray]:
+    """Per-draw compute-optimal split at each budget.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``params``, ``tokens``, ``tokens_per_param`` and ``loss`` (the law's expected loss at
+        the optimum), each of shape (n_draws, n_budgets).
+
+    Raises
+    ------
+    ModelMismatchError
+        For a law without N and D (the compute law has no split to optimise).
+    """
+    c = _positive_array("flops", flops)
+    log_c = np.log(c)[None, :]
+    theta = fit.theta(expand=True)
+    log_n = fit.law.optimal_log_params(theta, fit.reference, log_c)
+    log_d = log_c - _LOG6 - log_n
+    log_loss = fit.law.log_loss(theta, {"params": log_n, "tokens": log_d, "flops": log_c},
+                                fit.reference, np)
+    return {"params": np.exp(log_n), "tokens": np.exp(log_d),
+            "tokens_per_param": np.exp(log_d - log_n), "loss": np.exp(log_loss)}
+
+
+def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9) -> pd.DataFrame:
+    """Compute-optimal parameters and tokens at each budget, with posterior bands.
+
+    Per posterior draw the split minimising the law's loss under C = 6·N·D is solved in closed
+    form; the table summarises those draws.
+
+    Parameters
+    ----------
+    fit : ScalingFit
+        A fit of a law of N and D (e.g. ``"chinchilla"``).
+    flops : float or sequence of float
+        Training budgets in FLOPs.
+    prob : float
+        Mass of the central (equal-tailed) band.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Column ``flops`` and, each as ``*_median``, ``*_lower``, ``*_upper``: ``params`` (N,
+        parameters), ``tokens`` (D, training tokens), ``tokens_per_param`` (D/N) and ``loss``
+        (the law's expected loss at the optimum, no run-to-run noise). ``attrs["prob"]``.
+
+    Warns
+    -----
+    ExtrapolationWarning
+        When the median optimal N or D lies outside the range of model sizes or token counts
+        of the runs: the split then rests on the fitted exponents holding beyond the data.
+    """
+    quantiles = _band(prob)
+    draws = optimal_allocation_draws(fit, flops)
+    table = pd.DataFrame({"flops": _positive_array("flops", flops)})
+    for name in ("params", "tokens", "tokens_per_param", "loss"):
+        for column, values in _summary_columns(name, draws[name], quantiles).items():
+            table[column] = values
+    _warn_outside_runs(fit, table["params_median"].to_numpy(), table["tokens_median"].to_numpy())
+    table.attrs.update({"prob": float(prob), "law": fit.law.name})
+    return table
+
+
+def _warn_outside_runs(fit: "ScalingFit", params: np.ndarray, tokens: np.ndarray) -> None:
+    for label, symbol, values in (("model sizes", "N", params), ("token counts", "D", tokens)):
+        observed = fit.runs.column("params" if symbol == "N" else "tokens")
+        low, high = float(np.min(observed)), float(np.max(observed))
+        outside = values[(values < low) | (values > high)]
+        if outside.size:
+            far = outside[np.argmax(np.abs(np.log(outside / np.clip(outside, low, high))))]
+            warnings.warn(
+                f"the median optimal {symbol} ({far:.3g}) lies outside the {label} of the runs "
+                f"({low:.3g} to {high:.3g}); the split extrapolates the fitted exponents",
+                ExtrapolationWarning, stacklevel=4)
+
+
+# -- inference-aware -----------------------------------------------------------------------
+
+def _chinchilla_draws(fit: "ScalingFit") -> dict[str, np.ndarray]:
+    names = ("E", "A", "B", "alpha", "beta")
+    if "params" not in fit.law.inputs or not set(names) <= set(fit.law.paper_parameters):
+        raise ModelMismatchError(
+            f"inference-aware allocation needs a law of the form E + A/N^alpha + B/D^beta; the "
+            f"{fit.law.name} law is not one: fit the 'chinchilla' law")
+    paper = fit.paper_draws()
+    return {name: np.asarray(paper[name], dtype=np.float64) for name in names}
+
+
+def inference_optimal_draws(fit: "ScalingFit", target: float,
+                            inference_tokens: float) -> dict[str, np.ndarray]:
+    """Per draw, the least-total-cost model reaching ``target`` and the Chinchilla-optimal one.
+
+    Minimises 6·N·D + 2·N·T subject to E + A/N^α + B/D^β = target. Writing x = (A/N^α)/(target
+    − E), the constraint gives N and D as functions of x and the stationarity condition
+    6·D·(1 − α·x/(β·(1 − x))) + 2·T = 0 has one root in (β/(α+β), 1), where its left side
+    falls from 2·T to −∞; it is found by bisection in log(1 − x), vectorised over draws. T = 0
+    gives x = β/(α+β): the Chinchilla-optimal model for the target.
+
+    Parameters
+    ----------
+    target : float
+        Target loss.
+    inference_tokens : float
+        Tokens the model will serve over its lifetime, T (≥ 0).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Shape (n_draws,) each: ``params``, ``tokens``, ``train_flops``, ``inference_flops``,
+        ``total_flops`` and the same with prefix ``chinchilla_``, ``savings`` (1 − total /
+        chinchilla total), ``reachable`` (E < target). NaN where unreachable.
+    """
+    target = float(_positive_array("target", target)[0])
+    t_inf = float(np.asarray(inference_tokens, dtype=np.float64))
+    if not math.isfinite(t_inf) or t_inf < 0:
+        raise ValueError(f"inference_tokens must be a finite number ≥ 0, got {inference_tokens!r}")
+    p = _chinchilla_draws(fit)
+    alpha, beta = p["alpha"], p["beta"]
+    reachable = p["E"] < target
+    log_r = np.log(np.where(reachable, target - p["E"], np.nan))
+    log_a, log_b = np.log(p["A"]), np.log(p["B"])
+
+    def log_n_of(log_x: np.ndarray) -> np.ndarray:
+        return (log_a - log_r - log_x) / alpha
+
+    def log_d_of(log_1mx: np.ndarray) -> np.ndarray:
+        return (log_b - log_r - log_1mx) / beta
+
+    # y = log(1 − x); the Chinchilla optimum sits at y0 = log(α/(α+β)).
+    y0 = np.log(alpha / (alpha + beta))
+    y_hi, y_lo = y0.copy(), y0 - _SEARCH_WIDTH
+    if t_inf > 0:
+        log_2t = math.log(2.0 * t_inf)
+        with np.errstate(invalid="ignore"):
+            for _ in range(_BISECTION_STEPS):
+                y = 0.5 * (y_hi + y_lo)
+                x = -np.expm1(y)
+                # q = α·x/(β·(1 − x)) − 1 > 0 here; the derivative is negative when 6·D·q > 2·T.
+                log_q = np.log(alpha * x / (beta * np.exp(y)) - 1.0)
+                negative = _LOG6 + log_d_of(y) + log_q > log_2t
+                # Negative derivative: the model is still too small, the root lies at larger y.
+                y_lo = np.where(negative, y, y_lo)
+                y_hi = np.where(negative, y_hi, y)
+        y = 0.5 * (y_hi + y_lo)
+    else:
+        y = y0
+
+    def costs(y: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
+        log_n = log_n_of(np.log1p(-np.exp(y)))
+        n, d = np.exp(log_n), np.exp(log_d_of(y))
+        train, infer = 6.0 * n * d, 2.0 * n * t_inf
+        return {f"{prefix}params": n, f"{prefix}tokens": d, f"{prefix}train_flops": train,
+                f"{prefix}inference_flops": infer, f"{prefix}total_flops": train + infer}
+
+    out = {**costs(y, ""), **costs(y0, "chinchilla_")}
+    # Both minimise over the same constraint set; rounding must not make savings negative.
+    out["total_flops"] = np.minimum(out["total_flops"], out["chinchilla_total_flops"])
+    out["savings"] = 1.0 - out["total_flops"] / out["chinchilla_total_flops"]
+    out["reachable"] = reachable
+    return out
+
+
+def inference_optimal_allocation(fit: "ScalingFit", target: object, inference_tokens: object,
+                                 prob: float = 0.9) -> pd.DataFrame:
+    """The N and D reaching a target loss at least total (training + inference) cost.
+
+    Following Sardana et al. (2023), a model that will serve T tokens costs 6·N·D FLOPs to
+    train and 2·N·T to serve; for a target loss the cheapest model is smaller and trained
+    longer than the Chinchilla-optimal one. Solved per posterior draw
+    (:func:`inference_optimal_draws`) and summarised with median and band over the draws that
+    can reach the target at all.
+
+    Parameters
+    ----------
+    fit : ScalingFit
+        A fit of the Chinchilla law.
+    target : float or sequence of float
+        Target loss(es).
+    inference_tokens : float or sequence of float
+        Lifetime inference tokens T (≥ 0); broadcast against ``target``.
+    prob : float
+        Mass of the central band.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (target, inference_tokens): ``p_unreachable`` (share of draws with
+        E ≥ target), then ``*_median``, ``*_lower``, ``*_upper`` of ``params``, ``tokens``,
+        ``tokens_per_param``, ``train_flops``, ``inference_flops``, ``total_flops``,
+        ``chinchilla_params``, ``chinchilla_tokens``, ``chinchilla_total_flops`` and
+        ``savings`` (fraction of the Chinchilla-optimal total cost saved). The plan one would
+        pick now is the median N and D; ``plan_prob`` is P(loss ≤ target) for a run of that
+        plan, run-to-run noise included (:func:`bayescale.risk.prob_below`).
+
+    Warns
+    -----
+    ExtrapolationWarning
+        When the median N or D lies outside the runs' range.
+    """
+    quantiles = _band(prob)
+    targets = _positive_array("target", target)
+    t_inf = np.atleast_1d(np.asarray(inference_tokens, dtype=np.float64))
+    try:
+        targets, t_inf = np.broadcast_arrays(targets, t_inf)
+    except ValueError:
+        raise ValueError(f"target has {targets.size} values and inference_tokens {t_inf.size}: "
+                         "give equally many (or one of either)") from None
+    names = ("params", "tokens", "tokens_per_param", "train_flops", "inference_flops",
+             "total_flops", "chinchilla_params", "chinchilla_tokens", "chinchilla_total_flops",
+             "savings")
+    rows = []
+    for t, inference in zip(targets, t_inf):
+        d = inference_optimal_draws(fit, float(t), float(inference))
+        d["tokens_per_param"] = d["tokens"] / d["params"]
+        ok = d["reachable"]
+        row = {"target": float(t), "inference_tokens": float(inference),
+               "p_unreachable": float(np.mean(~ok))}
+        for name in names:
+            values = d[name][ok] if ok.any() else np.full(1, np.nan)
+            for column, value in _summary_columns(name, values[:, None], quantiles).items():
+                row[column] = float(value[0])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    plan = table[["params_median", "tokens_median"]].to_numpy()
+    finite = np.isfinite(plan).all(axis=1)
+    table["plan_prob"] = np.nan
+    with warnings.catch_warnings():
+        # The range check below says it once, in terms of N and D.
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        for i in np.flatnonzero(finite):
+            table.loc[i, "plan_prob"] = prob_below(fit, float(table.loc[i, "target"]),
+                                                   params=plan[i, 0], tokens=plan[i, 1],
+                                                   mcse="none")
+    if finite.any():
+        _warn_outside_runs(fit, plan[finite, 0], plan[finite, 1])
+    table.attrs.update({"prob": float(prob), "law": fit.law.name})
+    return table
