@@ -12,6 +12,7 @@ a target within a budget, and the compute-optimal split of a budget between N an
 
 from __future__ import annotations
 
+from .backtest import Backtest, backtest, compare
 from .data import Runs, load_runs
 from .datasets import load_dataset
 from .exceptions import (
@@ -35,6 +36,7 @@ from .priors import Prior
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backtest",
     "BayescaleError",
     "ChinchillaLaw",
     "ComputeLaw",
@@ -54,6 +56,8 @@ __all__ = [
     "ScalingModel",
     "UnreachableTargetWarning",
     "__version__",
+    "backtest",
+    "compare",
     "get_law",
     "load_dataset",
     "load_fit",

@@ -160,6 +160,55 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_backtest_summary(summary: pd.Series) -> str:
+    """A backtest's summary (RMSLE, bias, CRPS, coverage and width per level) as text."""
+    rows = [("runs fitted / forecast", f"{int(summary['n_train'])} / {int(summary['n_test'])}"),
+            ("RMSLE", f"{summary['rmsle']:.4f}"),
+            ("bias (mean log median/actual)", f"{summary['bias']:+.4f}"),
+            ("CRPS (log loss)", f"{summary['crps']:.4f}")]
+    for name in summary.index:
+        if name.startswith("coverage_"):
+            label = name.removeprefix("coverage_")
+            rows.append((f"{label}% band: coverage, mean width",
+                         f"{summary[name]:.2f}, {summary[f'width_{label}']:.4f}"))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from .backtest import backtest
+    from .io import atomic_write
+
+    if args.output and Path(args.output).exists() and not args.force:
+        raise FileExistsError(f"{args.output} exists; pass --force to replace it")
+    runs = _load_cli_runs(args)
+    split = ({"cutoff_flops": args.cutoff_flops} if args.cutoff_flops is not None
+             else {"holdout_frac": args.holdout_frac})
+    print(f"Backtest of the {args.law} law on {len(runs)} runs from {runs.source} "
+          f"({args.chains} chains x {args.draws} draws, seed {args.seed})...", file=sys.stderr)
+    result = backtest(runs, args.law, **split, prob=sorted(args.prob), likelihood=args.likelihood,
+                      draws=args.draws, tune=args.tune, chains=args.chains,
+                      random_seed=args.seed, sampler=args.sampler,
+                      progressbar=not args.no_progress)
+    if args.json:
+        print(json.dumps({"settings": {k: (list(v) if isinstance(v, tuple) else v)
+                                       for k, v in result.settings.items()},
+                          "summary": result.summary.to_dict(),
+                          "table": result.table.to_dict(orient="records")}))
+    else:
+        print(f"\nForecasts of the {int(result.summary['n_test'])} held-out runs "
+              "(observed loss: law uncertainty plus run-to-run noise)")
+        shown = result.table[["flops", "loss", "loss_median", "log_error", "pit"]].copy()
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print("\nScore")
+        print(format_backtest_summary(result.summary))
+    if args.output:
+        with atomic_write(args.output, overwrite=args.force) as tmp:
+            result.table.to_csv(tmp, index=False)
+        print(f"\nWrote the per-run table to {args.output}", file=sys.stderr)
+    return 0
+
+
 def _finite_or_none(value):
     if isinstance(value, (float, np.floating)) and not np.isfinite(value):
         return None
@@ -355,6 +404,21 @@ def build_parser() -> argparse.ArgumentParser:
     forecast.add_argument("--kind", choices=["observed", "mean"], default="observed")
     forecast.add_argument("--json", action="store_true", help="print JSON instead of a table")
     forecast.set_defaults(handler=cmd_forecast)
+
+    back = sub.add_parser("backtest", help="fit the smaller runs, score forecasts of the larger ones")
+    _add_run_arguments(back)
+    _add_fit_arguments(back)
+    split = back.add_mutually_exclusive_group()
+    split.add_argument("--cutoff-flops", type=_positive_float,
+                       help="fit on runs with at most this many FLOPs, forecast the rest")
+    split.add_argument("--holdout-frac", type=_probability, default=0.2,
+                       help="hold out this share of runs, the largest in compute (default 0.2)")
+    back.add_argument("--prob", type=_probability, nargs="+", default=[0.5, 0.8, 0.9, 0.95],
+                      help="band levels to score (default 0.5 0.8 0.9 0.95)")
+    back.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    back.add_argument("-o", "--output", help="write the per-run table to this CSV file")
+    back.add_argument("--force", action="store_true", help="replace an existing output file")
+    back.set_defaults(handler=cmd_backtest)
 
     risk = sub.add_parser("risk", help="P(loss <= target) at budgets, compute to reach a target")
     _add_run_arguments(risk)
