@@ -346,6 +346,43 @@ def cmd_allocate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .report import assets_dir, report_format
+
+    output = Path(args.output)
+    kind = report_format(output)  # a bad suffix fails before the fit, not after
+    for existing in [output] + ([assets_dir(output)] if kind == "markdown" else []):
+        if existing.exists() and not args.force:
+            raise FileExistsError(f"{existing} exists; pass --force to replace it")
+    fit = _fit_or_load(args)
+    result = None
+    if args.backtest:
+        from .backtest import backtest
+
+        split = ({"cutoff_flops": args.cutoff_flops} if args.cutoff_flops is not None
+                 else {"holdout_frac": args.holdout_frac})
+        print(f"Backtest: refitting on the smaller runs ({split})...", file=sys.stderr)
+        result = backtest(fit.runs, fit.law.name, **split, likelihood=fit.likelihood,
+                          draws=args.draws, tune=args.tune, chains=args.chains,
+                          random_seed=args.seed, sampler=args.sampler,
+                          progressbar=not args.no_progress)
+    print("Writing the report (tables and figures)...", file=sys.stderr)
+    path = fit.report(output, target=args.target, budget=args.budget, budgets=args.budgets,
+                      targets=args.targets, prob=args.prob, backtest=result,
+                      overwrite=args.force, title=args.title)
+    from .report import headline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # already listed under the report's caveats
+        print(headline(fit, target=args.target, budget=args.budget, prob=args.prob))
+    extra = f" and {assets_dir(output)}/" if kind == "markdown" else ""
+    print(f"Wrote {path}{extra}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import matplotlib
 
@@ -449,6 +486,32 @@ def build_parser() -> argparse.ArgumentParser:
     allocate.add_argument("--prob", type=_probability, default=0.9, help="band level (default 0.9)")
     allocate.add_argument("--json", action="store_true", help="print JSON instead of tables")
     allocate.set_defaults(handler=cmd_allocate)
+
+    report = sub.add_parser("report", help="write an HTML (or Markdown) report for people who "
+                                           "will not open a notebook")
+    _add_run_arguments(report)
+    _add_fit_arguments(report)
+    report.add_argument("-o", "--output", required=True,
+                        help="report.html (one self-contained file) or report.md (plus a "
+                             "report_files/ folder of PNGs)")
+    report.add_argument("--target", type=_positive_float, help="target loss for the risk headline")
+    report.add_argument("--budget", type=_positive_float, help="the budget in FLOPs being decided")
+    report.add_argument("--budgets", type=_positive_float, nargs="+",
+                        help="budgets for the tables (default: decades up to 100x the largest run)")
+    report.add_argument("--targets", type=_positive_float, nargs="+",
+                        help="targets for the risk table (default: target and +-1%%, +-2%%)")
+    report.add_argument("--prob", type=_probability, default=0.8,
+                        help="confidence for the headline's compute to reach (default 0.8)")
+    report.add_argument("--backtest", action="store_true",
+                        help="also refit on the smaller runs and score forecasts of the rest")
+    split = report.add_mutually_exclusive_group()
+    split.add_argument("--cutoff-flops", type=_positive_float,
+                       help="with --backtest: fit on runs with at most this many FLOPs")
+    split.add_argument("--holdout-frac", type=_probability, default=0.2,
+                       help="with --backtest: hold out this share of the largest runs (default 0.2)")
+    report.add_argument("--title", help="title of the report")
+    report.add_argument("--force", action="store_true", help="replace an existing report")
+    report.set_defaults(handler=cmd_report)
 
     demo = sub.add_parser("demo", help="fit the bundled Chinchilla runs, print tables, save a PNG")
     _add_fit_arguments(demo)

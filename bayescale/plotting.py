@@ -506,12 +506,12 @@ def plot_posterior(fit: "ScalingFit", var_names: Sequence[str] | None = None, *,
             else:
                 panel.scatter(x[::step], draws[y_name][::step], s=3, color=BAND_COLOR,
                               alpha=0.35, lw=0, rasterized=True)
-                _parameter_axis(panel.yaxis, y_log, "y")
+                _parameter_axis(panel.yaxis, y_log, "y", draws[y_name])
                 if j == 0:
                     panel.set_ylabel(y_label)
                 else:
                     panel.tick_params(axis="y", which="both", labelleft=False)
-            _parameter_axis(panel.xaxis, x_log, "x")
+            _parameter_axis(panel.xaxis, x_log, "x", x)
             if i == k - 1:
                 panel.set_xlabel(x_label)
             else:
@@ -538,13 +538,17 @@ def _short(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _parameter_axis(axis: Any, log: bool, which: str) -> None:
+def _parameter_axis(axis: Any, log: bool, which: str, values: np.ndarray) -> None:
     """Few, plainly written ticks on one axis of a posterior panel (log for A and B)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
     if log:
         axis.axes.set_xscale("log") if which == "x" else axis.axes.set_yscale("log")
-        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=6))
+        # 1-2-5 steps within a decade; whole decades only (at most four) when the draws
+        # span more, so the labels of a narrow panel never run into each other
+        decades = math.log10(float(np.max(values)) / float(np.min(values)))
+        subs = (1.0, 2.0, 5.0) if decades <= 1.0 else (1.0,)
+        axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=5))
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_locator(NullLocator())
     else:

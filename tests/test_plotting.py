@@ -287,3 +287,10 @@ def test_overlap_check_can_fail():
     fig, ax = plt.subplots(figsize=(3, 2))
     ax.set_xticks([0.0, 0.01], ["a long tick label", "another long label"])
     assert overlapping_texts(fig) != []
+
+
+def test_plot_posterior_wide_coefficients_stay_legible(compute_fit):
+    # A poorly identified fit: A spans two decades, which once crowded its tick labels.
+    axes = plot_posterior(compute_fit)
+    assert axes.shape == (3, 3)
+    assert overlapping_texts(axes[0, 0].figure) == []

@@ -1,0 +1,398 @@
+"""A hand-written log density of the scaling-law models, compiled once by numba and cached on disk.
+
+Building the same model in PyMC and compiling it for nutpie costs ~10–40 s per new process
+(importing PyMC and PyTensor, graph rewrites, numba code generation) — longer than sampling.
+The models here are small and fixed (a law in log-sum-exp form, one prior per parameter, a
+Student-t or normal likelihood on log loss), so their log density and analytic gradient are
+written out directly as one numba C callback with ``cache=True``: a new process loads the
+machine code from numba's cache instead of compiling, and a new data set is only a new
+float64 buffer, so a warm fit pays no compilation at all.
+
+The model is identical to :meth:`bayescale.model.ScalingModel.build` (same priors, same
+unconstrained transforms as PyMC: log for positive parameters, log-odds for (0, 1) and
+intervals); ``tests/test_fastlogp.py`` checks the log density differences and the gradient
+against PyMC's.
+
+Buffer layout (float64): a header, one block per parameter slot, then the data columns.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
+
+# Parameter slots, in this order for every law (absent ones are marked unused).
+SLOTS = ("E_fraction", "a", "b", "alpha", "beta", "sigma", "nu")
+LAW_CODES = {"chinchilla": 0, "compute": 1}
+LIKELIHOOD_CODES = {"normal": 0, "student_t": 1}
+PRIOR_CODES = {"Normal": 0, "StudentT": 1, "LogNormal": 2, "HalfNormal": 3, "HalfStudentT": 4,
+               "Exponential": 5, "Gamma": 6, "Beta": 7, "Uniform": 8, "TruncatedNormal": 9}
+# Transforms to the unconstrained space, as PyMC chooses them.
+IDENTITY, LOG, INTERVAL = 0, 1, 2
+
+HEADER = 8          # law, likelihood, n, log_min_loss, ref_x1, ref_x2, n_dim, unused
+SLOT = 10           # index (-1: fixed/absent), prior code, p0..p3, transform, lower, upper, value
+DATA_START = HEADER + SLOT * len(SLOTS)
+
+
+@intrinsic
+def _as_double(typingctx, src):
+    """Reinterpret nutpie's ``void *`` user data as ``double *`` (our buffer)."""
+    sig = types.CPointer(types.float64)(src)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _digamma(x):
+    # Recurrence up to x >= 6, then the asymptotic series (|error| < 1e-12 there).
+    result = 0.0
+    while x < 6.0:
+        result -= 1.0 / x
+        x += 1.0
+    inv = 1.0 / x
+    inv2 = inv * inv
+    return result + math.log(x) - 0.5 * inv - inv2 * (
+        1.0 / 12 - inv2 * (1.0 / 120 - inv2 * (1.0 / 252 - inv2 * (1.0 / 240 - inv2 / 132))))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _softplus(x):
+    if x > 0:
+        return x + math.log1p(math.exp(-x))
+    return math.log1p(math.exp(x))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _constrain(u, transform, lower, upper):
+    """(value, log value or nan, d value / du, log |Jacobian|, d logJ / du)."""
+    if transform == LOG:
+        value = math.exp(u)
+        return value, u, value, u, 1.0
+    if transform == INTERVAL:
+        s = 1.0 / (1.0 + math.exp(-u))
+        width = upper - lower
+        log_s, log_1ms = -_softplus(-u), -_softplus(u)
+        value = lower + width * s
+        return value, math.nan, width * s * (1.0 - s), math.log(width) + log_s + log_1ms, 1.0 - 2.0 * s
+    return u, math.nan, 1.0, 0.0, 0.0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _prior(code, p0, p1, p2, p3, x, log_x, u, transform):
+    """Log prior density (up to a constant) and its derivative in x."""
+    if code == 0:      # Normal(mu, sigma)
+        z = (x - p0) / p1
+        return -0.5 * z * z, -z / p1
+    if code == 1:      # StudentT(nu, mu, sigma)
+        z = (x - p1) / p2
+        return -0.5 * (p0 + 1.0) * math.log1p(z * z / p0), -(p0 + 1.0) * z / (p2 * (p0 + z * z))
+    if code == 2:      # LogNormal(mu, sigma)
+        lx = log_x if transform == LOG else math.log(x)
+        z = (lx - p0) / p1
+        return -lx - 0.5 * z * z, (-1.0 - z / p1) / x
+    if code == 3:      # HalfNormal(sigma)
+        z = x / p0
+        return -0.5 * z * z, -z / p0
+    if code == 4:      # HalfStudentT(nu, sigma)
+        z = x / p1
+        return -0.5 * (p0 + 1.0) * math.log1p(z * z / p0), -(p0 + 1.0) * z / (p1 * (p0 + z * z))
+    if code == 5:      # Exponential(lam)
+        return -p0 * x, -p0
+    if code == 6:      # Gamma(alpha, beta)
+        lx = log_x if transform == LOG else math.log(x)
+        return (p0 - 1.0) * lx - p1 * x, (p0 - 1.0) / x - p1
+    if code == 7:      # Beta(alpha, beta), on the log-odds scale u for precision near 0 and 1
+        log_x_, log_1mx = -_softplus(-u), -_softplus(u)
+        return (p0 - 1.0) * log_x_ + (p1 - 1.0) * log_1mx, (p0 - 1.0) / x - (p1 - 1.0) / (1.0 - x)
+    if code == 8:      # Uniform(lower, upper)
+        return 0.0, 0.0
+    # TruncatedNormal(mu, sigma, lower, upper): the truncation constant does not depend on x
+    z = (x - p0) / p1
+    return -0.5 * z * z, -z / p1
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _logp_and_grad(u, grad, buf):
+    """Log posterior density (unconstrained) at ``u``; writes the gradient into ``grad``."""
+    law = int(buf[0])
+    likelihood = int(buf[1])
+    n = int(buf[2])
+    log_min_loss, ref1, ref2 = buf[3], buf[4], buf[5]
+    nslots = 7
+    values = np.empty(nslots)
+    dvalue = np.empty(nslots)      # d value / du of each slot (0 when fixed)
+    dtheta = np.zeros(nslots)      # d logp / d value, accumulated
+    logp = 0.0
+    for i in range(grad.shape[0]):
+        grad[i] = 0.0
+    for k in range(nslots):
+        base = HEADER + SLOT * k
+        index = int(buf[base])
+        if index < 0:
+            values[k] = buf[base + 9]
+            dvalue[k] = 0.0
+            continue
+        transform = int(buf[base + 6])
+        x, log_x, dx, log_jac, dlog_jac = _constrain(u[index], transform, buf[base + 7], buf[base + 8])
+        values[k] = x
+        dvalue[k] = dx
+        lp, dlp = _prior(int(buf[base + 1]), buf[base + 2], buf[base + 3], buf[base + 4],
+                         buf[base + 5], x, log_x, u[index], transform)
+        logp += lp + log_jac
+        dtheta[k] += dlp
+        grad[index] += dlog_jac
+    e_fraction, a, b, alpha, beta, sigma, nu = (values[0], values[1], values[2], values[3],
+                                                values[4], values[5], values[6])
+    if not (e_fraction > 0.0 and e_fraction < 1.0 and sigma > 0.0 and nu > 0.0):
+        return -math.inf
+    log_e = log_min_loss + math.log(e_fraction)
+    x1 = buf[DATA_START:DATA_START + n]
+    x2 = buf[DATA_START + n:DATA_START + 2 * n]
+    y = buf[DATA_START + 2 * n:DATA_START + 3 * n]
+    g_mu_sum_e = 0.0
+    g_a = g_b = g_alpha = g_beta = 0.0
+    g_sigma = 0.0
+    g_nu = 0.0
+    inv_sigma = 1.0 / sigma
+    half_nu1 = 0.5 * (nu + 1.0)
+    nu_sampled = buf[HEADER + SLOT * 6] >= 0
+    for j in range(n):
+        d1 = x1[j] - ref1
+        t1 = a - alpha * d1
+        # log-sum-exp with the largest term's weight set to 1 (one exp fewer per run)
+        if law == 0:
+            d2 = x2[j] - ref2
+            t2 = b - beta * d2
+            if t1 >= t2 and t1 >= log_e:
+                w1, w2, w3 = 1.0, math.exp(t2 - t1), math.exp(log_e - t1)
+                top = t1
+            elif t2 >= log_e:
+                w1, w2, w3 = math.exp(t1 - t2), 1.0, math.exp(log_e - t2)
+                top = t2
+            else:
+                w1, w2, w3 = math.exp(t1 - log_e), math.exp(t2 - log_e), 1.0
+                top = log_e
+            total = w1 + w2 + w3
+        else:
+            d2 = 0.0
+            w2 = 0.0
+            if t1 >= log_e:
+                w1, w3, top = 1.0, math.exp(log_e - t1), t1
+            else:
+                w1, w3, top = math.exp(t1 - log_e), 1.0, log_e
+            total = w1 + w3
+        mu = top + math.log(total)
+        r = (y[j] - mu) * inv_sigma
+        r2 = r * r
+        if likelihood == 1:
+            log_term = math.log1p(r2 / nu)
+            logp -= half_nu1 * log_term
+            scale = (nu + 1.0) / (nu + r2)
+            dmu = scale * r * inv_sigma
+            g_sigma += scale * r2 * inv_sigma
+            if nu_sampled:
+                g_nu += -0.5 * log_term + 0.5 * scale * r2 / nu
+        else:
+            logp -= 0.5 * r2
+            dmu = r * inv_sigma
+            g_sigma += r2 * inv_sigma
+        dmu /= total
+        g_a += dmu * w1
+        g_alpha -= dmu * w1 * d1
+        g_b += dmu * w2
+        g_beta -= dmu * w2 * d2
+        g_mu_sum_e += dmu * w3
+    logp -= n * math.log(sigma)
+    g_sigma -= n * inv_sigma
+    if likelihood == 1:
+        logp += n * (math.lgamma(half_nu1) - math.lgamma(0.5 * nu) - 0.5 * math.log(nu * math.pi))
+        g_nu += n * (0.5 * _digamma(half_nu1) - 0.5 * _digamma(0.5 * nu) - 0.5 / nu)
+    else:
+        logp -= n * 0.5 * math.log(2.0 * math.pi)
+    dtheta[0] += g_mu_sum_e / e_fraction
+    dtheta[1] += g_a
+    dtheta[2] += g_b
+    dtheta[3] += g_alpha
+    dtheta[4] += g_beta
+    dtheta[5] += g_sigma
+    dtheta[6] += g_nu
+    for k in range(nslots):
+        index = int(buf[HEADER + SLOT * k])
+        if index >= 0:
+            grad[index] += dtheta[k] * dvalue[k]
+    return logp
+
+
+@numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.CPointer(numba.types.double),
+                               numba.types.CPointer(numba.types.double),
+                               numba.types.CPointer(numba.types.double), numba.types.voidptr),
+             cache=True, error_model="numpy")
+def logp_cfunc(dim, x_, out_, logp_, data_):
+    """nutpie's C logp callback: status 0 on success."""
+    buf_head = numba.carray(_as_double(data_), (HEADER,))
+    n = int(buf_head[2])
+    n_dim = int(buf_head[6])
+    if dim != n_dim:
+        return -1
+    buf = numba.carray(_as_double(data_), (DATA_START + 3 * n,))
+    x = numba.carray(x_, (n_dim,))
+    out = numba.carray(out_, (n_dim,))
+    logp = numba.carray(logp_, (1,))
+    value = _logp_and_grad(x, out, buf)
+    logp[0] = value
+    if not np.isfinite(value):
+        return 4
+    for i in range(n_dim):
+        if not np.isfinite(out[i]):
+            return 3
+    return 0
+
+
+@numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.uint64,
+                               numba.types.CPointer(numba.types.double),
+                               numba.types.CPointer(numba.types.double), numba.types.voidptr),
+             cache=True, error_model="numpy")
+def expand_cfunc(dim, expanded, x_, out_, data_):
+    """nutpie's C expand callback: the constrained values of the sampled parameters."""
+    buf = numba.carray(_as_double(data_), (DATA_START,))
+    n_dim = int(buf[6])
+    if dim != n_dim or expanded != n_dim:
+        return -1
+    x = numba.carray(x_, (n_dim,))
+    out = numba.carray(out_, (n_dim,))
+    for k in range(7):
+        base = HEADER + SLOT * k
+        index = int(buf[base])
+        if index >= 0:
+            value, _, _, _, _ = _constrain(x[index], int(buf[base + 6]), buf[base + 7], buf[base + 8])
+            out[index] = value
+    return 0
+
+
+# -- Python side: the buffer and the nutpie model ------------------------------------------
+
+def supports(law_name: str, likelihood: str) -> bool:
+    """Whether this kernel implements the law and likelihood (priors are all supported)."""
+    return law_name in LAW_CODES and likelihood in LIKELIHOOD_CODES
+
+
+def _transform(prior) -> tuple[int, float, float]:
+    dist = prior.dist
+    if dist in ("Normal", "StudentT"):
+        return IDENTITY, 0.0, 0.0
+    if dist == "Beta":
+        return INTERVAL, 0.0, 1.0
+    if dist in ("Uniform", "TruncatedNormal"):
+        return INTERVAL, float(prior.params["lower"]), float(prior.params["upper"])
+    return LOG, 0.0, 0.0
+
+
+def _prior_params(prior) -> list[float]:
+    order = {"Normal": ("mu", "sigma"), "StudentT": ("nu", "mu", "sigma"),
+             "LogNormal": ("mu", "sigma"), "HalfNormal": ("sigma",),
+             "HalfStudentT": ("nu", "sigma"), "Exponential": ("lam",),
+             "Gamma": ("alpha", "beta"), "Beta": ("alpha", "beta"),
+             "Uniform": ("lower", "upper"), "TruncatedNormal": ("mu", "sigma", "lower", "upper")}
+    values = [float(prior.params[k]) for k in order[prior.dist]]
+    return values + [0.0] * (4 - len(values))
+
+
+def prior_centre(prior) -> float:
+    """A central value of a prior (where the chains start, before jitter)."""
+    p, dist = prior.params, prior.dist
+    if dist in ("Normal", "StudentT"):
+        return float(p["mu"])
+    if dist == "LogNormal":
+        return math.exp(p["mu"])
+    if dist in ("HalfNormal", "HalfStudentT"):
+        return float(p["sigma"])
+    if dist == "Exponential":
+        return 1.0 / p["lam"]
+    if dist == "Gamma":
+        return p["alpha"] / p["beta"]
+    if dist == "Beta":
+        return p["alpha"] / (p["alpha"] + p["beta"])
+    if dist == "TruncatedNormal" and p["lower"] < p["mu"] < p["upper"]:
+        return float(p["mu"])
+    return 0.5 * (p["lower"] + p["upper"])
+
+
+def unconstrain(value: float, transform: int, lower: float, upper: float) -> float:
+    if transform == LOG:
+        return math.log(value)
+    if transform == INTERVAL:
+        s = (value - lower) / (upper - lower)
+        return math.log(s) - math.log1p(-s)
+    return value
+
+
+def make_buffer(law_name: str, likelihood: str, priors: dict, sampled: list[str],
+                data: dict[str, np.ndarray], inputs: tuple[str, ...]) -> np.ndarray:
+    """Pack law, priors and data into the float64 buffer the kernel reads."""
+    y = np.asarray(data["log_loss_observed"], dtype=np.float64)
+    n = y.size
+    buf = np.zeros(DATA_START + 3 * n)
+    buf[0] = LAW_CODES[law_name]
+    buf[1] = LIKELIHOOD_CODES[likelihood]
+    buf[2] = n
+    buf[3] = float(data["log_min_loss"])
+    buf[4] = float(data[f"log_ref_{inputs[0]}"])
+    buf[5] = float(data[f"log_ref_{inputs[1]}"]) if len(inputs) > 1 else 0.0
+    buf[6] = len(sampled)
+    for k, slot in enumerate(SLOTS):
+        base = HEADER + SLOT * k
+        prior = priors.get(slot)
+        if prior is None or slot not in sampled:
+            buf[base] = -1
+            # Absent slots: compute law has no b/beta; normal likelihood has no nu.
+            buf[base + 9] = prior.params["value"] if prior is not None and prior.dist == "Fixed" else 1.0
+            continue
+        transform, lower, upper = _transform(prior)
+        buf[base:base + 10] = [sampled.index(slot), PRIOR_CODES[prior.dist], *_prior_params(prior),
+                               transform, lower, upper, 0.0]
+    buf[DATA_START:DATA_START + n] = data[f"log_{inputs[0]}"]
+    if len(inputs) > 1:
+        buf[DATA_START + n:DATA_START + 2 * n] = data[f"log_{inputs[1]}"]
+    buf[DATA_START + 2 * n:] = y
+    buf.flags.writeable = False
+    return buf
+
+
+def logp_and_grad(buf: np.ndarray, u: np.ndarray) -> tuple[float, np.ndarray]:
+    """Evaluate the kernel from Python (for tests)."""
+    grad = np.zeros(len(u))
+    return float(_logp_and_grad(np.asarray(u, dtype=np.float64), grad, buf)), grad
+
+
+def nutpie_model(buf: np.ndarray, priors: dict, sampled: list[str]):
+    """A nutpie compiled model that samples the kernel on this buffer."""
+    import pandas as pd
+    from nutpie.compile_pymc import CompiledPyMCModel
+
+    centres = []
+    for name in sampled:
+        transform, lower, upper = _transform(priors[name])
+        centres.append(unconstrain(prior_centre(priors[name]), transform, lower, upper))
+    centres = np.array(centres)
+
+    def initial_point(seed):
+        # Like PyMC's jitter+adapt_diag: the prior's centre plus U(-1, 1) on the free scale.
+        rng = np.random.default_rng(seed)
+        return centres + rng.uniform(-1.0, 1.0, size=centres.size)
+
+    n_dim = len(sampled)
+    shape_info = (list(sampled), [slice(i, i + 1) for i in range(n_dim)], [()] * n_dim)
+    return CompiledPyMCModel(
+        _n_dim=n_dim, dims={}, _coords={"unconstrained_parameter": pd.Index(list(sampled))},
+        _shapes={name: () for name in sampled}, compiled_logp_func=logp_cfunc,
+        compiled_expand_func=expand_cfunc, initial_point_func=initial_point, shared_data={},
+        shared_var_keys={}, user_data=buf, n_expanded=n_dim, shape_info=shape_info,
+        logp_func=None, expand_func=None)

@@ -1,0 +1,84 @@
+"""The hand-written numba log density must be the PyMC model's, to the last digit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bayescale as bs
+from bayescale import _fastlogp
+from bayescale.priors import Prior
+from conftest import synthetic_chinchilla_frame, synthetic_compute_frame
+
+CUSTOM_PRIORS = {
+    "nu": Prior("Uniform", lower=1, upper=30),
+    "alpha": Prior("TruncatedNormal", mu=0.3, sigma=0.1, lower=0, upper=1),
+    "a": Prior("StudentT", nu=3, mu=0, sigma=2),
+    "sigma": Prior("HalfStudentT", nu=3, sigma=0.1),
+    "E_fraction": Prior("Beta", alpha=3, beta=2),
+}
+
+
+def _pymc_and_kernel(model, runs):
+    pm_model = model.build(runs)
+    logp, dlogp = pm_model.compile_logp(), pm_model.compile_dlogp()
+    value_names = [v.name for v in pm_model.value_vars]
+    rv_names = [pm_model.values_to_rvs[v].name for v in pm_model.value_vars]
+    sampled = model.sampled_parameters()
+    order = [rv_names.index(name) for name in sampled]
+    buf = _fastlogp.make_buffer(model.law.name, model.likelihood, model.priors, sampled,
+                                model.data_values(runs), model.law.inputs)
+
+    def pymc(u):
+        point = {value_names[order[i]]: u[i] for i in range(len(sampled))}
+        grad = np.asarray(dlogp(point))
+        return float(logp(point)), np.array([grad[order[i]] for i in range(len(sampled))])
+
+    return pymc, (lambda u: _fastlogp.logp_and_grad(buf, u)), sampled
+
+
+@pytest.mark.parametrize("law, likelihood, priors", [
+    ("chinchilla", "student_t", None),
+    ("chinchilla", "normal", {"sigma": Prior("Exponential", lam=10),
+                              "beta": Prior("Gamma", alpha=2, beta=5)}),
+    ("chinchilla", "student_t", {**CUSTOM_PRIORS, "beta": Prior("Uniform", lower=0, upper=2),
+                                 "b": Prior("Fixed", value=0.5)}),
+    ("compute", "student_t", None),
+    ("compute", "normal", {"alpha": Prior("HalfNormal", sigma=0.5)}),
+])
+def test_kernel_matches_pymc_log_density_and_gradient(law, likelihood, priors):
+    frame = synthetic_chinchilla_frame() if law == "chinchilla" else synthetic_compute_frame()
+    model = bs.ScalingModel(law, likelihood=likelihood, priors=priors)
+    pymc, kernel, sampled = _pymc_and_kernel(model, bs.load_runs(frame))
+    rng = np.random.default_rng(0)
+    offset = None
+    for _ in range(6):
+        u = rng.normal(0.0, 0.7, len(sampled))
+        u[sampled.index("sigma")] = np.log(0.05) + 0.3 * rng.standard_normal()
+        lp_pymc, grad_pymc = pymc(u)
+        lp, grad = kernel(u)
+        # Equal up to one constant (the kernel drops normalising constants of priors).
+        offset = lp - lp_pymc if offset is None else offset
+        assert lp - lp_pymc == pytest.approx(offset, abs=1e-11 * max(1.0, abs(lp)))
+        np.testing.assert_allclose(grad, grad_pymc, rtol=1e-9, atol=1e-9)
+
+
+def test_kernel_rejects_values_outside_the_support():
+    model = bs.ScalingModel("compute")
+    runs = bs.load_runs(synthetic_compute_frame())
+    buf = _fastlogp.make_buffer("compute", "student_t", model.priors, model.sampled_parameters(),
+                                model.data_values(runs), model.law.inputs)
+    lp, grad = _fastlogp.logp_and_grad(buf, np.array([0.0, 0.0, np.log(0.1), np.log(0.02)]))
+    assert np.isfinite(lp) and np.isfinite(grad).all()
+    # E_fraction's log-odds at +800 rounds to exactly 1: not a valid fraction.
+    lp, _ = _fastlogp.logp_and_grad(buf, np.array([800.0, 0.0, np.log(0.1), np.log(0.02)]))
+    assert lp == -np.inf
+
+
+def test_fast_and_pymc_compiled_samplers_agree(synthetic_runs, chinchilla_fit):
+    from conftest import quiet_fit
+
+    other = quiet_fit(bs.ScalingModel("chinchilla"), synthetic_runs, sampler="nutpie-pymc")
+    a, b = chinchilla_fit.summary(), other.summary()
+    for name in ("E", "alpha", "beta"):
+        assert abs(a.loc[name, "median"] - b.loc[name, "median"]) < 0.5 * a.loc[name, "sd"] + 0.5 * b.loc[name, "sd"]
