@@ -272,7 +272,8 @@ def cmd_risk(args: argparse.Namespace) -> int:
                           "compute_distribution": _json_records(spread),
                           "band": args.band}))
         return 0
-    where = ("each posterior draw at its own optimum" if args.mode == "oracle"
+    where = ("compute law: the budget alone sets the loss" if "params" not in fit.law.inputs
+             else "each posterior draw at its own optimum" if args.mode == "oracle"
              else "at the posterior-median compute-optimal allocation")
     noise = "run-to-run noise included" if args.kind == "observed" else "the law's mean loss"
     if grid is not None:
@@ -331,6 +332,10 @@ def cmd_allocate(args: argparse.Namespace) -> int:
         for _, row in aware.iterrows():
             print(f"\ntarget loss {row['target']:g}, serving {_sci(row['inference_tokens'])} tokens "
                   f"(P(target unreachable) = {row['p_unreachable']:.3f})")
+            if row["p_unreachable"] == 1.0:
+                print("  out of reach in every posterior draw: the target is below the "
+                      "irreducible loss E")
+                continue
             lines = [(label, row[f"{name}_median"], row[f"{name}_lower"], row[f"{name}_upper"])
                      for name, label in (("params", "N (params)"), ("tokens", "D (tokens)"),
                                          ("tokens_per_param", "tokens/param"),

@@ -228,6 +228,8 @@ def test_cli_allocate_json_and_inference(saved_fit, spread_fit, capsys):
     assert data["inference_aware"][0]["savings_median"] > 0
     assert main(["allocate", str(saved_fit), "--target", "2.05", "--inference-tokens", "1e13"]) == 0
     assert "saving vs Chinchilla" in capsys.readouterr().out
+    assert main(["allocate", str(saved_fit), "--target", "1.2", "--inference-tokens", "1e13"]) == 0
+    assert "out of reach in every posterior draw" in capsys.readouterr().out
 
 
 def test_cli_allocate_bad_arguments(saved_fit, capsys):

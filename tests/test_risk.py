@@ -285,6 +285,7 @@ def test_cli_risk_tables(saved_fit, capsys):
     out = capsys.readouterr().out
     assert "P(loss <= target)" in out and "3e+22" in out
     assert "Compute to reach" in out and "80%" in out
+    assert "posterior-median compute-optimal allocation" in out
 
 
 def test_cli_risk_json(saved_fit, spread_fit, capsys):
