@@ -50,7 +50,11 @@ class Diagnostics:
     mean_tree_depth, mean_step_size : float
         Average NUTS tree depth and step size (long trees mean a hard geometry).
     problems : list of str
-        Plain-language findings with what to try; empty when all is well.
+        Plain-language findings with what to try (sampler trouble, or a prior that excludes
+        the data); empty when all is well.
+    design : list of str
+        What the runs cannot support (one model size, one tokens/param ratio, a wild
+        outlier, ...) and what it means for the bands; see :mod:`bayescale.design`.
     """
 
     table: pd.DataFrame
@@ -59,6 +63,7 @@ class Diagnostics:
     mean_tree_depth: float
     mean_step_size: float
     problems: list[str] = field(default_factory=list)
+    design: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -66,11 +71,13 @@ class Diagnostics:
         return not self.problems
 
     def verdict(self) -> str:
-        """One sentence for a report."""
+        """One sentence for a report (and the design caveats, if any)."""
         if self.ok:
-            return (f"Converged: R-hat ≤ {RHAT_MAX}, bulk ESS ≥ {ESS_MIN} for every parameter, "
+            text = (f"Converged: R-hat ≤ {RHAT_MAX}, bulk ESS ≥ {ESS_MIN} for every parameter, "
                     "no divergences.")
-        return "Not reliable yet: " + " ".join(self.problems)
+        else:
+            text = "Not reliable yet: " + " ".join(self.problems)
+        return text + "".join(f" Data design: {note}" for note in self.design)
 
 
 @dataclass(frozen=True, eq=False)
@@ -239,8 +246,12 @@ class ScalingFit:
             problems.append(f"{divergences} divergent transitions out of {self.n_draws}: the "
                             "sampler missed part of the posterior; tighten the priors, drop "
                             "runs far off the law, or try likelihood='student_t'.")
+        from .design import fit_design_findings, prior_conflicts
+
+        problems += prior_conflicts(self)
         return Diagnostics(table=table, divergences=divergences, n_draws=self.n_draws,
-                           mean_tree_depth=depth, mean_step_size=step, problems=problems)
+                           mean_tree_depth=depth, mean_step_size=step, problems=problems,
+                           design=[finding.message for finding in fit_design_findings(self)])
 
     def warn_if_unreliable(self, stacklevel: int = 2) -> Diagnostics:
         """Emit one :class:`ConvergenceWarning` per failed diagnostic; return the diagnostics."""
@@ -363,34 +374,3 @@ class ScalingFit:
         from .io import save_fit
 
         save_fit(self, path, overwrite=overwrite)
-
-    # -- presentation (delegating) -----------------------------------------------------
-
-    def plot_forecast(self, flops: object = None, *, kind: str = "observed", ax: Any = None) -> Any:
-        """Runs, the law's median with 50%/90% bands, and forecasts at ``flops`` (FLOPs).
-
-        See :func:`bayescale.plotting.plot_fit`; returns the matplotlib Axes.
-        """
-        from .plotting import plot_fit
-
-        return plot_fit(self, flops=flops, kind=kind, ax=ax)
-
-    def report(self, path: str | PathLike[str], *, target: float | None = None,
-               budget: float | None = None, overwrite: bool = False, **kwargs: Any) -> Any:
-        """Write a report for people who will not open a notebook.
-
-        ``*.html``: one self-contained file (figures embedded, works offline); ``*.md``:
-        Markdown with its figures in ``<stem>_files/``. Headline: P(loss ≤ ``target`` at
-        ``budget`` FLOPs) and the compute needed at 80% confidence. Never replaces an
-        existing report unless ``overwrite=True``. Other keywords (``budgets``, ``targets``,
-        ``prob``, ``backtest``, ``title``, ``dpi``) as in :func:`bayescale.report.write_report`.
-
-        Returns
-        -------
-        pathlib.Path
-            The report written.
-        """
-        from .report import write_report
-
-        return write_report(self, path, target=target, budget=budget, overwrite=overwrite,
-                            **kwargs)
