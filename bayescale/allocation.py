@@ -106,10 +106,19 @@ def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9) -> p
     """
     quantiles = _band(prob)
     draws = optimal_allocation_draws(fit, flops)
-    table = pd.DataFrame({"flops": _positive_array("flops", flops)})
-    for name in ("params", "tokens", "tokens_per_param", "loss"):
-        for column, values in _summary_columns(name, draws[name], quantiles).items():
-            table[column] = values
+    c = _positive_array("flops", flops)
+    table = pd.DataFrame({"flops": c})
+    # D = C/(6·N) and D/N = C/(6·N²) fall as N rises, so their quantiles are those of N read
+    # backwards: each band end is then a consistent split with 6·N·D = C (and half the sorting).
+    n = _summary_columns("params", draws["params"], quantiles)
+    for name, transform in (("params", lambda v: v), ("tokens", lambda v: c / (6.0 * v)),
+                            ("tokens_per_param", lambda v: c / (6.0 * v * v))):
+        flip = name != "params"
+        table[f"{name}_median"] = transform(n["params_median"])
+        table[f"{name}_lower"] = transform(n["params_upper" if flip else "params_lower"])
+        table[f"{name}_upper"] = transform(n["params_lower" if flip else "params_upper"])
+    for column, values in _summary_columns("loss", draws["loss"], quantiles).items():
+        table[column] = values
     _warn_outside_runs(fit, table["params_median"].to_numpy(), table["tokens_median"].to_numpy())
     table.attrs.update({"prob": float(prob), "law": fit.law.name})
     return table

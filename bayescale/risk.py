@@ -202,8 +202,11 @@ def _summarise(fit: "ScalingFit", p: np.ndarray, mcse: str) -> tuple[np.ndarray,
     n = float(p.shape[0])
     if mcse == "ess":
         shape = (fit.posterior.sizes["chain"], fit.posterior.sizes["draw"])
-        ess = _ess(p, shape)
-        # A column with no spread (all draws 0 or 1) is known exactly; ArviZ returns nan.
+        # A column with no spread (all draws 0 or 1) is known exactly: skip ArviZ there.
+        varying = np.flatnonzero(sd > 0)
+        ess = np.full(mean.shape, n)
+        if varying.size:
+            ess[varying] = _ess(p[:, varying], shape)
         n = np.where(np.isfinite(ess) & (ess > 0), ess, n)
     return mean, np.where(sd > 0, sd / np.sqrt(n), 0.0)
 

@@ -88,6 +88,13 @@ def test_allocation_table(spread_fit):
         assert (table[f"{n}_lower"] < table[f"{n}_median"]).all()
         assert (table[f"{n}_median"] < table[f"{n}_upper"]).all()
     assert table.attrs["prob"] == 0.8
+    # Band ends are consistent splits: the smallest N pairs with the most tokens.
+    for n_end, d_end in (("median", "median"), ("lower", "upper"), ("upper", "lower")):
+        np.testing.assert_allclose(6 * table[f"params_{n_end}"] * table[f"tokens_{d_end}"],
+                                   table["flops"], rtol=1e-12)
+    draws = optimal_allocation_draws(spread_fit, [1e20, 1e21])
+    np.testing.assert_allclose(table["tokens_per_param_median"],
+                               np.median(draws["tokens_per_param"], axis=0), rtol=1e-3)
     assert (np.diff(table["params_median"]) > 0).all() and (np.diff(table["loss_median"]) < 0).all()
 
 
