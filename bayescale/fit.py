@@ -374,3 +374,34 @@ class ScalingFit:
         from .io import save_fit
 
         save_fit(self, path, overwrite=overwrite)
+
+    # -- presentation (delegating) -----------------------------------------------------
+
+    def plot_forecast(self, flops: object = None, *, kind: str = "observed", ax: Any = None) -> Any:
+        """Runs, the law's median with 50%/90% bands, and forecasts at ``flops`` (FLOPs).
+
+        See :func:`bayescale.plotting.plot_fit`; returns the matplotlib Axes.
+        """
+        from .plotting import plot_fit
+
+        return plot_fit(self, flops=flops, kind=kind, ax=ax)
+
+    def report(self, path: str | PathLike[str], *, target: float | None = None,
+               budget: float | None = None, overwrite: bool = False, **kwargs: Any) -> Any:
+        """Write a report for people who will not open a notebook.
+
+        ``*.html``: one self-contained file (figures embedded, works offline); ``*.md``:
+        Markdown with its figures in ``<stem>_files/``. Headline: P(loss ≤ ``target`` at
+        ``budget`` FLOPs) and the compute needed at 80% confidence. Never replaces an
+        existing report unless ``overwrite=True``. Other keywords (``budgets``, ``targets``,
+        ``prob``, ``backtest``, ``title``, ``dpi``) as in :func:`bayescale.report.write_report`.
+
+        Returns
+        -------
+        pathlib.Path
+            The report written.
+        """
+        from .report import write_report
+
+        return write_report(self, path, target=target, budget=budget, overwrite=overwrite,
+                            **kwargs)
