@@ -8,6 +8,7 @@ likelihood, reference scales and sampler settings as JSON attributes of the root
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -65,6 +66,24 @@ def atomic_write(path: str | PathLike[str], *, overwrite: bool = False) -> Itera
         raise
 
 
+def _checksum(attrs: dict, groups: dict[str, xr.Dataset]) -> str:
+    """SHA-256 of the attributes and every data value, in a canonical byte form.
+
+    netCDF/HDF5 keep no checksum of the data, so a flipped byte in a posterior chunk would
+    otherwise load silently as a different posterior (or as NaN runs).
+    """
+    digest = hashlib.sha256()
+    for key in sorted(k for k in attrs if k != "checksum"):
+        digest.update(f"{key}={attrs[key]}\n".encode("utf-8"))
+    for group in sorted(groups):
+        dataset = groups[group]
+        for name in sorted(dataset.data_vars):
+            values = np.ascontiguousarray(np.asarray(dataset[name].values, dtype="<f8"))
+            digest.update(f"{group}/{name}{values.shape}\n".encode("utf-8"))
+            digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
 def _to_tree(fit: "ScalingFit") -> xr.DataTree:
     runs = fit.runs.frame
     observed = xr.Dataset({name: ("run", runs[name].to_numpy()) for name in runs.columns})
@@ -81,8 +100,10 @@ def _to_tree(fit: "ScalingFit") -> xr.DataTree:
     from . import __version__
 
     attrs["bayescale_version"] = __version__
-    return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), "posterior": fit.posterior,
-                                  "sample_stats": fit.sample_stats, "observed_data": observed})
+    groups = {"posterior": fit.posterior, "sample_stats": fit.sample_stats,
+              "observed_data": observed}
+    attrs["checksum"] = _checksum(attrs, groups)
+    return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), **groups})
 
 
 def save_fit(fit: "ScalingFit", path: str | PathLike[str], *, overwrite: bool = False) -> None:
@@ -145,6 +166,12 @@ def load_fit(path: str | PathLike[str]) -> "ScalingFit":
         posterior = tree["posterior"].to_dataset()
         sample_stats = tree["sample_stats"].to_dataset()
         likelihood = str(attrs["likelihood"])
+        # Files written before checksums were added have none; they load unchecked.
+        if "checksum" in attrs and attrs["checksum"] != _checksum(
+                dict(attrs), {"posterior": posterior, "sample_stats": sample_stats,
+                              "observed_data": observed}):
+            raise ValueError("its checksum does not match its contents (corrupted on disk or "
+                             "in transfer); save the fit again")
     except (KeyError, ValueError, TypeError) as exc:
         raise FitFileError(f"{str(source)!r} is damaged or incomplete: {exc}") from exc
     return ScalingFit(law=law, priors=priors, likelihood=likelihood, runs=runs,
