@@ -15,6 +15,7 @@ from __future__ import annotations
 from .backtest import Backtest, backtest, compare
 from .data import Runs, load_runs
 from .datasets import load_dataset
+from .design import check_design
 from .exceptions import (
     BayescaleError,
     ConvergenceWarning,
@@ -57,6 +58,7 @@ __all__ = [
     "UnreachableTargetWarning",
     "__version__",
     "backtest",
+    "check_design",
     "compare",
     "get_law",
     "load_dataset",
