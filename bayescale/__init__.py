@@ -33,6 +33,7 @@ from .io import load_fit
 from .laws import ChinchillaLaw, ComputeLaw, ScalingLaw, get_law
 from .model import ScalingModel
 from .priors import Prior
+from .report import write_report
 
 __version__ = "0.1.0"
 
@@ -64,4 +65,5 @@ __all__ = [
     "load_dataset",
     "load_fit",
     "load_runs",
+    "write_report",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime as _dt
 import html
 import io
@@ -277,7 +278,13 @@ def _model_section(b: _Builder, fit: "ScalingFit") -> None:
 def _diagnostics_section(b: _Builder, fit: "ScalingFit") -> None:
     diagnostics = fit.diagnostics()
     b.heading("Diagnostics")
-    b.callout(diagnostics.verdict(), style="ok" if diagnostics.ok else "bad")
+    # The sampler's verdict and what the runs cannot support are separate findings: a fit
+    # can converge perfectly on runs that cannot pin the law down.
+    design = list(getattr(diagnostics, "design", []))
+    sampler = dataclasses.replace(diagnostics, design=[]) if design else diagnostics
+    b.callout(sampler.verdict(), style="ok" if diagnostics.ok else "bad")
+    for note in design:
+        b.callout(f"Data design: {note}", style="warn")
     table = diagnostics.table
     rows = [{"parameter": name, "R-hat": f"{row['r_hat']:.3f}",
              "ESS bulk": f"{row['ess_bulk']:.0f}", "ESS tail": f"{row['ess_tail']:.0f}"}
@@ -441,7 +448,7 @@ def _backtest_section(b: _Builder, result: Any) -> None:
 
 
 def _caveats(fit: "ScalingFit", budgets: list[float], caught: list[warnings.WarningMessage],
-             target: float | None) -> list[str]:
+             backtest: Any = None) -> list[str]:
     frame = fit.runs.frame
     largest = float(frame["flops"].max())
     items = []
@@ -458,10 +465,23 @@ def _caveats(fit: "ScalingFit", budgets: list[float], caught: list[warnings.Warn
         items.append(f"Run-to-run noise is estimated from these runs: σ ≈ {sigma:.3g} on log "
                      f"loss (≈ {100 * sigma:.1f}% of the loss). The one-run bands include it; "
                      "the law's-mean bands do not.")
+    design = getattr(fit.diagnostics(), "design", [])
+    items += [f"Data design: {note}" for note in design]
     if len(frame) < 20:
         items.append(f"Only {len(frame)} runs: the posterior leans on the priors more than "
                      "usual; check the prior table above.")
-    seen = set()
+    if backtest is not None:
+        summary = backtest.summary
+        levels = sorted((float(k[len("coverage_"):]) / 100, k) for k in summary.index
+                        if k.startswith("coverage_"))
+        # speak of the 90% band when there is one: the level a lead quotes
+        for level, key in sorted(levels, key=lambda pair: abs(pair[0] - 0.9)):
+            if summary[key] < level - 0.1:
+                items.append(f"Backtest: the {100 * level:.0f}% bands covered only "
+                             f"{100 * summary[key]:.0f}% of the held-out runs. On these data "
+                             "the bands are too narrow; read them as optimistic.")
+                break
+    seen = set(design)  # a design finding warned during the report is listed once
     for w in caught:
         message = str(w.message)
         if message in seen:
@@ -520,7 +540,7 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
         _posterior_section(b, fit)
         if backtest is not None:
             _backtest_section(b, backtest)
-    caveats = _caveats(fit, budget_list, [w for w in caught if _relevant(w)], target)
+    caveats = _caveats(fit, budget_list, [w for w in caught if _relevant(w)], backtest)
     b.heading("Caveats")
     b.bullets(caveats)
     title = title or (f"Scaling-law report: {fit.law.name} law on {len(fit.runs)} runs")
@@ -553,6 +573,7 @@ h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #d8dde3; pad
 .callout { padding: 10px 14px; margin: 12px 0; border-left: 5px solid #888; background: #f4f4f4; }
 .callout.ok { border-color: #2e8540; background: #eef7ef; }
 .callout.bad { border-color: #c0392b; background: #fbeeed; }
+.callout.warn { border-color: #d68910; background: #fdf5e6; }
 table { border-collapse: collapse; margin: 10px 0 18px; font-size: 0.88em; }
 caption { text-align: left; font-weight: 600; padding: 4px 0; caption-side: top; }
 th, td { border: 1px solid #d8dde3; padding: 4px 9px; white-space: nowrap; }
@@ -640,7 +661,7 @@ def render_markdown(report: Report, assets: str, generated: str = "") -> str:
         elif block.kind == "paragraph":
             parts.append(block.text)
         elif block.kind == "callout":
-            mark = {"ok": "✅", "bad": "⚠️"}.get(block.style, "")
+            mark = {"ok": "✅", "bad": "⛔", "warn": "⚠️"}.get(block.style, "")
             parts.append(f"> {mark} {block.text}".replace(">  ", "> "))
         elif block.kind == "table":
             parts.append(_md_table(block.table, block.text))

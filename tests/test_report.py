@@ -4,6 +4,7 @@ real render in headless Chromium."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import os
 import re
@@ -236,6 +237,31 @@ def test_caveats_list_the_warnings_raised(compute_fit):
     assert len(report.caveats) == len(set(report.caveats))
 
 
+def test_design_findings_are_their_own_callout(compute_fit, monkeypatch):
+    original = bs.ScalingFit.diagnostics
+    note = "all runs share one tokens/param ratio, so alpha and beta are not separately identified."
+    monkeypatch.setattr(bs.ScalingFit, "diagnostics",
+                        lambda self: dataclasses.replace(original(self), design=[note]))
+    report = build_report(compute_fit, dpi=30)
+    callouts = [b for b in report.blocks if b.kind == "callout"]
+    assert "Data design" not in callouts[0].text  # the sampler's verdict stands alone
+    assert (callouts[1].style, callouts[1].text) == ("warn", f"Data design: {note}")
+    assert f"Data design: {note}" in report.caveats
+
+
+def test_backtest_undercoverage_is_a_caveat(compute_fit):
+    summary = pd.Series({"n_train": 30.0, "n_test": 10.0, "rmsle": 0.01, "bias": -0.01,
+                         "crps": 0.005, "coverage_50": 0.1, "width_50": 0.01,
+                         "coverage_90": 0.6, "width_90": 0.03})
+    caveats = report_module._caveats(compute_fit, [1e21], [], SimpleNamespace(summary=summary))
+    assert ("Backtest: the 90% bands covered only 60% of the held-out runs. On these data the "
+            "bands are too narrow; read them as optimistic.") in caveats
+    honest = summary.copy()
+    honest[["coverage_50", "coverage_90"]] = [0.5, 0.88]
+    caveats = report_module._caveats(compute_fit, [1e21], [], SimpleNamespace(summary=honest))
+    assert not any(c.startswith("Backtest") for c in caveats)
+
+
 def test_compute_law_report_has_no_allocation(compute_fit, tmp_path):
     path = write_report(compute_fit, tmp_path / "compute.html", target=2.6, budget=1e22)
     page = parse(path)
@@ -401,3 +427,7 @@ def test_report_renders_in_headless_chromium(chromium, html_report, tmp_path):
     colourful = (np.ptp(pixels, axis=2) > 60).mean()  # bands, run colours: only figures have these
     assert not_white > 0.05, not_white
     assert colourful > 0.005, colourful
+
+
+def test_write_report_is_exported():
+    assert bs.write_report is write_report
