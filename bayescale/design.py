@@ -237,7 +237,7 @@ def outlier_findings(fit: "ScalingFit", sds: float = OUTLIER_SDS) -> list[Design
                   "likelihood='student_t' or drop runs that are wrong.")
     return [DesignFinding("outlier", (
         f"{subject}: {'; '.join(described)}{more}; the other runs scatter by about "
-        f"±{math.expm1(scale) * 100:.1f}%. Probably {'a' if flagged.size == 1 else ''} diverged, "
+        f"±{math.expm1(scale) * 100:.1f}%. Probably {'a ' if flagged.size == 1 else ''}diverged, "
         f"mislabelled or mistyped run{'' if flagged.size == 1 else 's'}. "
         f"{effect}"))]
 

@@ -164,6 +164,7 @@ def test_one_wild_outlier(chinchilla_fit, likelihood):
     assert re.match(r"a wild outlier: run 17 \(N=4\.79e\+09, D=1\.72e\+10, loss=3\.812\) lies "
                     r"5\d% above the law \(\d\d robust SDs\); the other runs scatter by about "
                     r"±2\.\d%", message)
+    assert "Probably a diverged, mislabelled or mistyped run." in message
     clean = chinchilla_fit.forecast(flops=[1e22]).iloc[0]
     dirty = fit.forecast(flops=[1e22]).iloc[0]
     sigma = fit.summary().loc["sigma", "median"]
@@ -186,6 +187,7 @@ def test_outlier_finding_lists_several_runs_on_real_data():
                                                "beta": 0.3658}, sigma=0.01)
     [finding] = outlier_findings(fit)
     assert re.match(r"\d+ wild outliers: run \d+ .*and \d+ more; the other runs", finding.message)
+    assert "Probably diverged, mislabelled or mistyped runs." in finding.message
     dropped = set(np.argsort(runs.column("loss"))[-5:])
     flagged = {int(i) for i in re.findall(r"run (\d+) \(", finding.message)}
     assert flagged <= dropped
