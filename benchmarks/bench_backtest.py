@@ -131,12 +131,14 @@ def curves_benchmark(settings, seed, grid, n_other):
     return pd.DataFrame(rows)
 
 
-def pooled(sub: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-    """Scores over all held-out runs of several splits, each held-out run counting once."""
+def pooled(sub: pd.DataFrame, cols: list[str], per_split: bool = False) -> pd.DataFrame:
+    """Scores over all held-out runs of several splits, each held-out run counting once
+    (or, with ``per_split``, each split counting once whatever its number of runs)."""
     out = {}
     for method, g in sub.groupby("method", sort=False):
-        w = g["n_test"].to_numpy(dtype=float)
-        row = {"splits": len(g), "n_test": int(w.sum())}
+        n = g["n_test"].to_numpy(dtype=float)
+        w = np.ones_like(n) if per_split else n
+        row = {"splits": len(g), "n_test": int(n.sum())}
         for c in cols:
             values = g[c].to_numpy(dtype=float)
             if c == "rmsle":
@@ -153,7 +155,8 @@ def summarise(chinchilla: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """Scores per method over every held-out run of the Chinchilla cutoffs, and of the curves.
 
     Each held-out run counts once (RMSLE pooled as the root of the mean squared log error);
-    ``seconds`` is the total over the splits.
+    "curves: per curve" instead weighs every curve equally (a few image-classification curves
+    hold most of the held-out points). ``seconds`` is the total over the splits.
     """
     cols = (["rmsle", "bias", "crps"] + [f"coverage_{level_label(p)}" for p in DEFAULT_LEVELS]
             + [f"width_{level_label(p)}" for p in DEFAULT_LEVELS] + ["seconds"])
@@ -161,7 +164,9 @@ def summarise(chinchilla: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     if len(chinchilla):
         parts.append(pooled(chinchilla, cols).assign(data=f"chinchilla ({len(CUTOFFS)} cutoffs)"))
     if len(curves):
-        for domain, sub in [("all", curves), *curves.groupby("domain")]:
+        parts.append(pooled(curves, cols).assign(data="curves: all runs"))
+        parts.append(pooled(curves, cols, per_split=True).assign(data="curves: per curve"))
+        for domain, sub in curves.groupby("domain"):
             parts.append(pooled(sub, cols).assign(data=f"curves: {domain}"))
     table = pd.concat(parts, ignore_index=True)
     return table[["data", "method", *[c for c in table.columns if c not in ("data", "method")]]]
@@ -187,7 +192,17 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-chinchilla", action="store_true")
     parser.add_argument("--skip-curves", action="store_true")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="rebuild the summary from the per-split CSVs already in --out")
     args = parser.parse_args(argv)
+    if args.summarise_only:
+        out = Path(args.out)
+        chinchilla = pd.read_csv(out / "backtest_chinchilla.csv")
+        curves = pd.read_csv(out / "backtest_curves.csv")
+        summary = summarise(chinchilla, curves)
+        summary.to_csv(out / "backtest_summary.csv", index=False)
+        show(summary, "Summary over all held-out runs (each run counts once)")
+        return 0
     settings = {"draws": args.draws, "tune": args.tune, "chains": args.chains, "check": False}
     grid = "default"
     if args.quick:
