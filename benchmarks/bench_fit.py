@@ -1,0 +1,284 @@
+"""Time to an uncertainty estimate: bayescale's fits against PyMC's NUTS and the point-fit bootstrap.
+
+Fits the Chinchilla law to Epoch's 240 runs of Hoffmann et al. (2022) (the 5 highest-loss runs
+dropped) by every route, side by side in one run, and writes benchmarks/results/fit_speed.csv:
+
+- bayescale cold: a new process running ``bayescale fit runs.csv`` (process start to printed
+  table), with its peak memory;
+- bayescale warm: ``ScalingModel.fit`` again in the same process on new data (a bootstrap
+  resample of the runs, the backtest and notebook case);
+- nutpie on the PyMC-compiled model (``sampler="nutpie-pymc"``), cold (compile) and warm;
+- PyMC's default NUTS on the same model (``sampler="pymc"``);
+- the Hoffmann et al. / Epoch point fit (Huber δ=1e-3 on log loss, L-BFGS from the 4,500-start
+  grid) and its bootstrap (200 resamples warm-started from the full fit);
+- forecast and prob_below over 10,000 budgets × 4,000 draws.
+
+MCMC settings: 4 chains × 1000 draws after 1000 tuning steps. Times are medians of ``--repeat``
+runs where the route is cheap enough (see the ``runs`` column). The machine is shared, so the
+1-minute load average is recorded with every row.
+
+Usage: python benchmarks/bench_fit.py [--repeat 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import bayescale as bs
+from bayescale.pointfit import bootstrap_point_fit, point_fit
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "fit_speed.csv"
+PAPER = ["E", "A", "B", "alpha", "beta"]
+SETTINGS = {"draws": 1000, "tune": 1000, "chains": 4}
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def resample(runs: bs.Runs, seed: int) -> bs.Runs:
+    """New data of the same size: a bootstrap resample of the runs."""
+    idx = np.random.default_rng(seed).integers(0, len(runs), len(runs))
+    return bs.load_runs(runs.frame.iloc[idx].reset_index(drop=True))
+
+
+def mcmc_stats(fit) -> dict:
+    d = fit.diagnostics()
+    draws = fit.posterior_with_derived()
+    import arviz as az
+
+    ess = az.ess(draws[PAPER], method="bulk")
+    return {"ess_min": min(float(ess[n]) for n in PAPER), "mean_tree_depth": d.mean_tree_depth,
+            "step_size": d.mean_step_size,
+            "grad_evals": float(fit.sample_stats["n_steps"].sum()) if "n_steps" in fit.sample_stats else np.nan}
+
+
+def timed_fit(model, runs, seed, sampler):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        fit = model.fit(runs, random_seed=seed, sampler=sampler, **SETTINGS)
+        return time.perf_counter() - start, fit
+
+
+def row(route, what, times, *, stats=None, uncertainty=True, notes="", rss_mb=np.nan, loads=()):
+    stats = stats or {}
+    median = statistics.median(times)
+    ess = stats.get("ess_min", np.nan)
+    return {"route": route, "what": what, "runs": len(times), "seconds_median": median,
+            "seconds_min": min(times), "seconds_max": max(times),
+            "time_to_uncertainty_s": median if uncertainty else np.nan,
+            "ess_min_paper_params": ess, "ess_per_second": ess / median if ess == ess else np.nan,
+            "mean_tree_depth": stats.get("mean_tree_depth", np.nan),
+            "step_size": stats.get("step_size", np.nan), "grad_evals": stats.get("grad_evals", np.nan),
+            "peak_rss_mb": rss_mb, "load_1min": float(np.mean(loads)) if loads else load(),
+            "notes": notes}
+
+
+def cold_cli(csv: Path, repeat: int) -> dict:
+    """``bayescale fit`` in a new process; wall time and peak RSS from /usr/bin/time -v."""
+    exe = Path(sys.executable).with_name("bayescale")
+    times, rss, loads = [], [], []
+    for _ in range(repeat):
+        loads.append(load())
+        command = [str(exe), "fit", str(csv), "--no-progress"]
+        if Path("/usr/bin/time").exists():
+            command = ["/usr/bin/time", "-v", *command]
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        times.append(time.perf_counter() - start)
+        found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+        if found:
+            rss.append(int(found.group(1)) / 1024)
+        if "Parameters of" not in done.stdout:
+            raise RuntimeError(f"bayescale fit printed no table:\n{done.stdout}\n{done.stderr}")
+    return row("bayescale cold (CLI)", "new process: bayescale fit runs.csv, start to printed table",
+               times, rss_mb=max(rss) if rss else np.nan, loads=loads,
+               notes="includes Python, numpy/pandas/xarray/ArviZ/nutpie imports and the numba cache load")
+
+
+def import_floor(repeat: int) -> dict:
+    times, loads = [], []
+    for _ in range(repeat):
+        loads.append(load())
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import bayescale, nutpie"], check=True)
+        times.append(time.perf_counter() - start)
+    return row("import floor", "new process: python -c 'import bayescale, nutpie' (nutpie imports all of ArviZ)",
+               times, uncertainty=False, loads=loads, notes="lower bound of any cold fit")
+
+
+def forecast_rows(fit, repeat: int) -> list[dict]:
+    repeat = min(repeat, 3)  # tens of seconds each on a loaded machine
+    budgets = np.geomspace(1e20, 1e25, 10_000)
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        times, loads = [], []
+        for _ in range(repeat):
+            loads.append(load())
+            start = time.perf_counter()
+            fit.forecast(flops=budgets)
+            times.append(time.perf_counter() - start)
+        rows.append(row("forecast", f"fit.forecast, 10,000 budgets x {fit.n_draws} draws", times,
+                        uncertainty=False, loads=loads))
+        if hasattr(fit, "prob_below"):
+            times, loads = [], []
+            for _ in range(repeat):
+                loads.append(load())
+                start = time.perf_counter()
+                fit.forecast(flops=budgets)
+                fit.prob_below(2.05, flops=budgets, mcse="iid")
+                times.append(time.perf_counter() - start)
+            rows.append(row("forecast + prob_below",
+                            f"forecast and prob_below(2.05, mcse='iid'), 10,000 budgets x {fit.n_draws} draws",
+                            times, uncertainty=False, loads=loads))
+        else:
+            rows[-1]["notes"] = "fit.prob_below not available when measured"
+    return rows
+
+
+def main(argv=None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="runs per cheap route (median)")
+    parser.add_argument("--slow-repeat", type=int, default=1,
+                        help="runs of the slow routes (PyMC NUTS, full point-fit grid)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: small grid, 20 resamples, no PyMC NUTS, 1 run each")
+    parser.add_argument("--output", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    repeat = 1 if args.quick else args.repeat
+    runs = bs.load_dataset("chinchilla", drop_highest_loss=5)
+    rows = []
+    print(f"{len(runs)} runs; {SETTINGS['chains']} chains x {SETTINGS['draws']} draws "
+          f"(+{SETTINGS['tune']} tune); {os.cpu_count()} CPUs; load {os.getloadavg()}", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "chinchilla_240.csv"
+        runs.frame.to_csv(csv, index=False)
+        # One untimed run fills numba's on-disk cache (a first install compiles once).
+        subprocess.run([str(Path(sys.executable).with_name("bayescale")), "fit", str(csv),
+                        "--no-progress", "--draws", "50", "--tune", "50"], capture_output=True, check=True)
+        rows.append(import_floor(repeat))
+        rows.append(cold_cli(csv, repeat))
+        print(rows[-1]["route"], f"{rows[-1]['seconds_median']:.2f} s", flush=True)
+
+    model = bs.ScalingModel("chinchilla")
+    first_seconds, fit = timed_fit(model, runs, 0, "nutpie")
+    times, loads, fits = [], [], []
+    for i in range(repeat):
+        loads.append(load())
+        seconds, fit_i = timed_fit(model, resample(runs, i + 1), i + 1, "nutpie")
+        times.append(seconds)
+        fits.append(fit_i)
+    stats = pd.DataFrame([mcmc_stats(f) for f in fits]).median().to_dict()
+    rows.append(row("bayescale warm", "ScalingModel.fit in the same process, new data (bootstrap resample)",
+                    times, stats=stats, loads=loads,
+                    notes=f"first fit in this process (numba cache load): {first_seconds:.2f} s"))
+    print(rows[-1]["route"], f"{rows[-1]['seconds_median']:.2f} s", flush=True)
+
+    # nutpie on the PyTensor-compiled PyMC model: the foundation's route.
+    loads = [load()]
+    cold, fit_np = timed_fit(model, runs, 0, "nutpie-pymc")
+    rows.append(row("nutpie on PyMC model, cold", "compile (PyTensor + numba) + sample, in process",
+                    [cold], stats=mcmc_stats(fit_np), loads=loads,
+                    notes="sampler='nutpie-pymc': same sampler settings, PyTensor-generated log density"))
+    times, loads, fits = [], [], []
+    for i in range(repeat):
+        loads.append(load())
+        seconds, fit_i = timed_fit(model, resample(runs, i + 1), i + 1, "nutpie-pymc")
+        times.append(seconds)
+        fits.append(fit_i)
+    stats = pd.DataFrame([mcmc_stats(f) for f in fits]).median().to_dict()
+    rows.append(row("nutpie on PyMC model, warm", "compiled model reused with new data (with_data)",
+                    times, stats=stats, loads=loads))
+    print(rows[-1]["route"], f"{rows[-1]['seconds_median']:.2f} s", flush=True)
+
+    # The same warm fit with nutpie's default diagonal mass matrix (the foundation's setting).
+    import bayescale.model as model_module
+
+    model_module.NUTPIE_ADAPTATION = "diag"
+    try:
+        times, loads, fits = [], [], []
+        for i in range(args.slow_repeat if not args.quick else 1):
+            loads.append(load())
+            seconds, fit_i = timed_fit(model, resample(runs, i + 1), i + 1, "nutpie")
+            times.append(seconds)
+            fits.append(fit_i)
+    finally:
+        model_module.NUTPIE_ADAPTATION = "low_rank"
+    stats = pd.DataFrame([mcmc_stats(f) for f in fits]).median().to_dict()
+    rows.append(row("bayescale warm, diagonal mass matrix", "as 'bayescale warm' with adaptation='diag'",
+                    times, stats=stats, loads=loads))
+    print(rows[-1]["route"], f"{rows[-1]['seconds_median']:.2f} s", flush=True)
+
+    if not args.quick:
+        times, loads, fits = [], [], []
+        for i in range(args.slow_repeat):
+            loads.append(load())
+            seconds, fit_i = timed_fit(model, runs, i, "pymc")
+            times.append(seconds)
+            fits.append(fit_i)
+        stats = pd.DataFrame([mcmc_stats(f) for f in fits]).median().to_dict()
+        rows.append(row("PyMC default NUTS", "sampler='pymc' (pm.sample, PyTensor C backend), in process",
+                        times, stats=stats, loads=loads))
+        print(rows[-1]["route"], f"{rows[-1]['seconds_median']:.2f} s", flush=True)
+
+    grid = "small" if args.quick else "default"
+    times, loads = [], []
+    for _ in range(1 if args.quick else args.slow_repeat):
+        loads.append(load())
+        full = point_fit(runs, grid=grid)
+        times.append(full.seconds)
+    rows.append(row("point fit (Hoffmann/Epoch)",
+                    f"Huber d=1e-3 on log loss, L-BFGS-B from {full.n_starts} starts, analytic gradient",
+                    times, uncertainty=False, loads=loads,
+                    notes=f"E={full.params['E']:.3f} alpha={full.params['alpha']:.3f} beta={full.params['beta']:.3f}; no uncertainty"))
+    print(rows[-1]["route"], f"{rows[-1]['seconds_median']:.2f} s", flush=True)
+    n_boot = 20 if args.quick else 200
+    times, loads = [], []
+    for i in range(repeat):
+        loads.append(load())
+        boot = bootstrap_point_fit(runs, n_resamples=n_boot, random_seed=i, full=full)
+        times.append(boot.seconds)
+    boot_row = row("point fit + bootstrap", f"{n_boot} resamples, each warm-started from the full fit",
+                   times, loads=loads,
+                   notes="time to uncertainty = grid fit + bootstrap; 'ESS' = resamples")
+    boot_row["time_to_uncertainty_s"] = rows[-1]["seconds_median"] + boot_row["seconds_median"]
+    boot_row["ess_min_paper_params"] = n_boot
+    boot_row["ess_per_second"] = n_boot / boot_row["time_to_uncertainty_s"]
+    rows.append(boot_row)
+    print(rows[-1]["route"], f"{rows[-1]['seconds_median']:.2f} s", flush=True)
+
+    rows.extend(forecast_rows(fit, repeat))
+
+    table = pd.DataFrame(rows)
+    warm = table.loc[table.route == "bayescale warm", "time_to_uncertainty_s"].iloc[0]
+    table["ratio_to_bayescale_warm"] = table["time_to_uncertainty_s"] / warm
+    table["command"] = "python benchmarks/bench_fit.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    table["measured_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    if not args.quick:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.output, index=False, float_format="%.4g")
+    show = table[["route", "runs", "seconds_median", "time_to_uncertainty_s", "ratio_to_bayescale_warm",
+                  "ess_per_second", "mean_tree_depth", "step_size", "peak_rss_mb", "load_1min"]]
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(show.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    return table
+
+
+if __name__ == "__main__":
+    main()
