@@ -7,7 +7,7 @@ delegations so that a notebook user finds everything on the fit object.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from os import PathLike
 from typing import TYPE_CHECKING, Any
@@ -213,6 +213,14 @@ class ScalingFit:
 
     def diagnostics(self) -> Diagnostics:
         """R-hat, ESS, divergences and tree depth, with plain-language problems."""
+        # Computed once per fit (fit() checks them and reports print them again); a copy so
+        # callers cannot change the cached table.
+        cached = self._diagnostics
+        return replace(cached, table=cached.table.copy(), problems=list(cached.problems),
+                       design=list(cached.design))
+
+    @cached_property
+    def _diagnostics(self) -> Diagnostics:
         import arviz as az
 
         posterior = self.posterior
