@@ -48,6 +48,8 @@ REPORT_SUFFIXES = {".html": "html", ".htm": "html", ".md": "markdown", ".markdow
 #: Confidence levels whose compute-to-reach the report lists.
 REACH_PROBS = (0.5, 0.8, 0.95)
 _DPI = 120
+#: Distinct warnings of one kind listed under Caveats before the rest are counted.
+_MAX_PER_KIND = 3
 
 
 # -- number formatting ---------------------------------------------------------------------
@@ -482,6 +484,7 @@ def _caveats(fit: "ScalingFit", budgets: list[float], caught: list[warnings.Warn
                              "the bands are too narrow; read them as optimistic.")
                 break
     seen = set(design)  # a design finding warned during the report is listed once
+    by_kind: dict[str, list[str]] = {}
     for w in caught:
         message = str(w.message)
         if message in seen:
@@ -489,7 +492,14 @@ def _caveats(fit: "ScalingFit", budgets: list[float], caught: list[warnings.Warn
         seen.add(message)
         kind = (w.category.__name__ if w.category.__module__.startswith("bayescale")
                 else "Warning")
-        items.append(f"{kind} raised while computing this report: {message}")
+        by_kind.setdefault(kind, []).append(message)
+    for kind, messages in by_kind.items():
+        # A few of each kind say what matters; a dozen near-identical lines would bury it.
+        items += [f"{kind} raised while computing this report: {m}"
+                  for m in messages[:_MAX_PER_KIND]]
+        if len(messages) > _MAX_PER_KIND:
+            items.append(f"… and {len(messages) - _MAX_PER_KIND} more {kind}s like these "
+                         "(the tables above show every case).")
     return items
 
 

@@ -431,3 +431,15 @@ def test_report_renders_in_headless_chromium(chromium, html_report, tmp_path):
 
 def test_write_report_is_exported():
     assert bs.write_report is write_report
+
+
+def test_many_warnings_of_one_kind_are_counted_not_listed(compute_fit):
+    caught = [warnings.WarningMessage(bs.UnreachableTargetWarning(f"target {t} is out of reach"),
+                                      bs.UnreachableTargetWarning, "risk.py", 1)
+              for t in (1.1, 1.2, 1.3, 1.4, 1.5, 1.1)]
+    caveats = report_module._caveats(compute_fit, [1e21], caught)
+    listed = [c for c in caveats if c.startswith("UnreachableTargetWarning raised")]
+    assert listed == [f"UnreachableTargetWarning raised while computing this report: target "
+                      f"{t} is out of reach" for t in (1.1, 1.2, 1.3)]
+    assert ("… and 2 more UnreachableTargetWarnings like these (the tables above show every "
+            "case).") in caveats
