@@ -335,6 +335,10 @@ def test_row_longer_than_header_is_not_shifted(scratch):
     path = write(scratch, "shifted.csv", "params,tokens,loss\n7,1e8,2e9,3.0\n")
     with pytest.raises(RunDataError, match="Expected 3 fields in line 2, saw 4"):
         bs.load_runs(path)
+    # A stray field in the middle: pandas alone would read N=2e9 (the tokens) and D=7.
+    path = write(scratch, "stray.csv", "params,tokens,loss\n1e8,2e9,7,3.0\n2e8,4e9,7,2.9\n")
+    with pytest.raises(RunDataError, match="Expected 3 fields in line 2, saw 4"):
+        bs.load_runs(path)
 
 
 def test_unreadable_paths_are_run_data_errors(scratch):
