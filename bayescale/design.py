@@ -104,8 +104,11 @@ def design_findings(runs: Runs, law: str | ScalingLaw) -> list[DesignFinding]:
     RunDataError
         When nothing can be fitted: every run at the same compute (compute law), or at the
         same model size and token count (Chinchilla law).
+    ModelMismatchError
+        When the runs lack an input the law needs (e.g. no ``params`` for Chinchilla).
     """
     law = get_law(law)
+    law.check_runs(runs)  # ModelMismatchError when an input the law needs is absent
     findings: list[DesignFinding] = []
     n = len(runs)
     distinct = {name: _distinct(runs.column(name)) for name in law.inputs}

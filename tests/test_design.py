@@ -301,3 +301,9 @@ def test_design_findings_of_every_axis_for_the_compute_law():
     [finding] = design_findings(bs.load_runs(frame), "compute")
     assert finding.code == "few_values"
     assert finding.message.startswith("only 2 distinct compute budgets (C = 1e+18, 1e+20)")
+
+
+def test_design_of_runs_without_the_laws_inputs():
+    runs = bs.load_runs(synthetic_compute_frame())
+    with pytest.raises(bs.ModelMismatchError, match="the chinchilla law needs column 'params'"):
+        check_design(runs, "chinchilla")
