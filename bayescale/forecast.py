@@ -90,12 +90,19 @@ def log_loss_draws(fit: "ScalingFit", points: pd.DataFrame) -> np.ndarray:
 
 
 def noise_draws(fit: "ScalingFit", shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Run-to-run noise on log loss, one per draw and point, from the likelihood."""
+    """Run-to-run noise on log loss for each draw, shape ``shape`` = (draws, points).
+
+    One noise value per draw, shared by all points: each point's distribution is the same as
+    with independent noise, but bands along a curve come out smooth and a point's forecast
+    does not depend on which other points are asked for in the same call.
+    """
     theta = fit.theta()
     sigma = theta["sigma"][:, None]
     if fit.likelihood == "student_t":
-        return sigma * rng.standard_t(np.broadcast_to(theta["nu"][:, None], shape))
-    return sigma * rng.standard_normal(shape)
+        standard = rng.standard_t(theta["nu"])[:, None]
+    else:
+        standard = rng.standard_normal(shape[0])[:, None]
+    return np.broadcast_to(sigma * standard, shape)
 
 
 def loss_draws(fit: "ScalingFit", points: pd.DataFrame, kind: str = "observed",

@@ -55,6 +55,10 @@ def atomic_write(path: str | PathLike[str], *, overwrite: bool = False) -> Itera
         raise FileNotFoundError(f"directory {str(target.parent)!r} does not exist")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
+    # mkstemp creates the file 0600; give the result the permissions a plain open() would.
+    current_umask = os.umask(0)
+    os.umask(current_umask)
+    os.chmod(tmp_name, 0o666 & ~current_umask)
     try:
         yield Path(tmp_name)
         with open(tmp_name, "rb+") as handle:
