@@ -33,9 +33,12 @@ LIKELIHOODS = ("student_t", "normal")
 SAMPLERS = ("nutpie", "pymc", "nutpie-pymc")
 
 # nutpie's mass-matrix adaptation. A low-rank one learns the a–α and b–β correlations the
-# reference scales leave: on Chinchilla's runs 8x fewer gradient evaluations than a diagonal
-# one (mean tree depth 2.4 vs 4.2, step size 0.8 vs 0.2) and 4x the ESS.
+# reference scales leave: on Chinchilla's runs 5–8x fewer gradient evaluations than a diagonal
+# one (mean tree depth ~2.5 vs 4.2) and 4x the ESS. Its larger steps gave a few divergences
+# per 4,000 draws at the usual target acceptance of 0.8 (none with the diagonal one); at 0.95
+# none in 30 fits of real, synthetic and noisy data, still 1.5–5x fewer evaluations.
 NUTPIE_ADAPTATION = "low_rank"
+NUTPIE_TARGET_ACCEPT = 0.95
 
 _compiled_cache: dict[tuple, Any] = {}
 _cache_lock = threading.Lock()
@@ -244,7 +247,8 @@ class ScalingModel:
                 compiled = self._compiled(runs)
             tree = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores,
                                  seed=random_seed, progress_bar=progressbar, save_warmup=False,
-                                 adaptation=NUTPIE_ADAPTATION)
+                                 adaptation=NUTPIE_ADAPTATION,
+                                 target_accept=NUTPIE_TARGET_ACCEPT)
         else:
             import pymc as pm
 
