@@ -180,18 +180,35 @@ def show(table: pd.DataFrame, title: str) -> None:
         print(shown[keep].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
-def recalibration_experiment(settings, seed):
-    """Does widening the bands by a factor learned inside the training runs fix coverage?
+def _tau_for_unit_errors(errors, sd, distance):
+    """τ ≥ 0 with mean(e² / (sd² + τ²·d²)) = 1 (0 when the bands are already wide enough)."""
+    from scipy.optimize import brentq
 
-    For each Chinchilla cutoff: an inner backtest on the training runs alone (fit the lower
-    runs, forecast the top share, the same share the outer split holds out) gives the ratio
-    s = sqrt(mean z²) of the inner held-out log errors to their predictive SD. The outer
-    forecast draws are then stretched about their median by s (in log loss) and scored.
-    No held-out run is used to choose s.
+    def excess(tau):
+        return float(np.mean(errors**2 / (sd**2 + (tau * distance) ** 2))) - 1.0
+
+    if excess(0.0) <= 0:
+        return 0.0
+    return float(brentq(excess, 0.0, 10.0))
+
+
+def recalibration_experiment(settings, seed):
+    """Do bands widened with factors learned inside the training runs fix coverage?
+
+    For each Chinchilla cutoff an inner backtest on the training runs alone (fit the lower
+    runs, forecast the top share, the same share the outer split holds out) gives
+
+    - ``stretch``: s = sqrt(mean z²), z the inner held-out log errors over their predictive
+      SD; the outer draws are stretched about their median by s (in log loss);
+    - ``distance``: τ with mean(e² / (sd² + τ²·d²)) = 1, d = ln(C / largest fitted C); each
+      outer draw gets extra normal noise of SD τ·d — a discrepancy growing with extrapolation.
+
+    No held-out run is used to choose s or τ.
     """
     from bayescale.forecast import loss_draws
 
     runs = bs.load_dataset("chinchilla", drop_highest_loss=5)
+    rng = np.random.default_rng(seed)
     rows = []
     for cutoff in CUTOFFS:
         mask = split_runs(runs, cutoff_flops=cutoff)
@@ -202,20 +219,30 @@ def recalibration_experiment(settings, seed):
             inner = bs.backtest(train, "chinchilla", holdout_frac=frac, random_seed=seed, **settings)
             outer = bs.backtest(runs, "chinchilla", holdout=mask, random_seed=seed, **settings)
         inner_draws = np.log(loss_draws(inner.fit, inner.test.frame, random_seed=seed))
-        z = (np.log(inner.test.column("loss")) - np.median(inner_draws, axis=0)) / inner_draws.std(axis=0)
-        scale = float(np.sqrt(np.mean(z**2)))
+        inner_error = np.log(inner.test.column("loss")) - np.median(inner_draws, axis=0)
+        inner_sd = inner_draws.std(axis=0)
+        scale = float(np.sqrt(np.mean((inner_error / inner_sd) ** 2)))
+        inner_distance = np.log(inner.test.column("flops") / inner.train.column("flops").max())
+        tau = _tau_for_unit_errors(inner_error, inner_sd, inner_distance)
         log_draws = np.log(loss_draws(outer.fit, outer.test.frame, random_seed=seed))
         centre = np.median(log_draws, axis=0)
-        stretched = np.exp(centre + scale * (log_draws - centre))
-        _, score = score_draws(outer.test.column("loss"), stretched, prob=DEFAULT_LEVELS)
-        base = outer.summary
-        rows.append({"cutoff_flops": cutoff, "inner_n_train": int(inner.summary["n_train"]),
-                     "inner_n_test": int(inner.summary["n_test"]), "scale": scale,
-                     **{f"{k}_raw": float(base[k]) for k in ("coverage_50", "coverage_90", "coverage_95", "width_90", "crps")},
-                     **{f"{k}_recal": float(score[k]) for k in ("coverage_50", "coverage_80", "coverage_90", "coverage_95", "width_90", "crps", "rmsle")}})
-        print(f"  cutoff {cutoff:.0e}: scale {scale:.2f}, 90% coverage "
-              f"{base['coverage_90']:.2f} -> {score['coverage_90']:.2f}", file=sys.stderr, flush=True)
-    return pd.DataFrame(rows)
+        distance = np.log(outer.test.column("flops") / outer.train.column("flops").max())
+        variants = {"raw": log_draws,
+                    "stretch": centre + scale * (log_draws - centre),
+                    "distance": log_draws + tau * distance * rng.standard_normal(log_draws.shape)}
+        for name, draws in variants.items():
+            _, score = score_draws(outer.test.column("loss"), np.exp(draws), prob=DEFAULT_LEVELS)
+            rows.append({"cutoff_flops": cutoff, "variant": name,
+                         "inner_n_train": int(inner.summary["n_train"]),
+                         "inner_n_test": int(inner.summary["n_test"]), "scale": scale, "tau": tau,
+                         **score.to_dict()})
+        print(f"  cutoff {cutoff:.0e}: stretch {scale:.2f}, tau {tau:.4f}", file=sys.stderr, flush=True)
+    table = pd.DataFrame(rows)
+    cols = (["rmsle", "bias", "crps"] + [f"coverage_{level_label(p)}" for p in DEFAULT_LEVELS]
+            + [f"width_{level_label(p)}" for p in DEFAULT_LEVELS])
+    total = pooled(table.rename(columns={"variant": "method"}).assign(seconds=0.0), cols + ["seconds"])
+    total = total.drop(columns="seconds").rename(columns={"method": "variant"}).assign(cutoff_flops="pooled")
+    return pd.concat([table, total], ignore_index=True)
 
 
 def main(argv=None) -> int:
