@@ -278,7 +278,21 @@ def main(argv=None) -> pd.DataFrame:
                   "ess_per_second", "mean_tree_depth", "step_size", "peak_rss_mb", "load_1min"]]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(show.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print()
+    print(markdown(show))
     return table
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The table as Markdown (for the README)."""
+    def cell(value):
+        if isinstance(value, float):
+            return "" if value != value else f"{value:.3g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in values) + " |" for values in table.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
