@@ -75,6 +75,7 @@ def test_kernel_rejects_values_outside_the_support():
     assert lp == -np.inf
 
 
+@pytest.mark.slow  # compiles the PyMC model for nutpie (tens of seconds)
 def test_fast_and_pymc_compiled_samplers_agree(synthetic_runs, chinchilla_fit):
     from conftest import quiet_fit
 
