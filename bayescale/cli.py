@@ -537,5 +537,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # A terminal user needs the message, not the source line of the library that raised it.
+    print(f"bayescale: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def run() -> None:
+    """Console-script entry point: :func:`main` with warnings printed as one-line messages."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        status = main()
+    sys.exit(status)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()
