@@ -75,7 +75,7 @@ class ScalingModel:
 
     Examples
     --------
-    >>> model = ScalingModel("chinchilla", priors={"alpha": Prior("Normal", mu=0.34, sigma=0.05)})
+    >>> model = ScalingModel("chinchilla", priors={"alpha": Prior("TruncatedNormal", mu=0.34, sigma=0.05, lower=0, upper=1)})
     """
 
     def __init__(self, law: str | ScalingLaw = "chinchilla", priors: Mapping[str, Prior] | None = None,

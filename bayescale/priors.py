@@ -107,8 +107,13 @@ class Prior:
         if self.dist == "Fixed":
             inside = lower < lo < upper or (lo == lower == upper)
         if not inside:
+            hint = ""
+            if lower == 0.0 and upper == math.inf:
+                hint = "; use a positive prior such as LogNormal, HalfNormal or TruncatedNormal with lower=0"
+            elif (lower, upper) == (0.0, 1.0):
+                hint = "; use Beta or TruncatedNormal with lower=0, upper=1"
             raise PriorError(f"prior for {name!r} is {self!r} with support [{lo:g}, {hi:g}], "
-                             f"but {name} must lie in ({lower:g}, {upper:g})")
+                             f"but {name} must lie in ({lower:g}, {upper:g}){hint}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict: ``{"dist": ..., "params": {...}}``."""
