@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -196,7 +197,21 @@ def _median_log_loss(fit: "ScalingFit") -> np.ndarray:
     return np.median(fit.law.log_loss(fit.theta(expand=True), log_x, fit.reference, np), axis=0)
 
 
+# Outlier findings per fit: model.fit warns with them and diagnostics() lists them; a fit is
+# immutable, so compute them once.
+_outlier_cache: "weakref.WeakKeyDictionary[ScalingFit, list[DesignFinding]]" = weakref.WeakKeyDictionary()
+
+
 def outlier_findings(fit: "ScalingFit", sds: float = OUTLIER_SDS) -> list[DesignFinding]:
+    """Cached :func:`_outlier_findings` (for the default ``sds``)."""
+    if sds != OUTLIER_SDS:
+        return _outlier_findings(fit, sds)
+    if fit not in _outlier_cache:
+        _outlier_cache[fit] = _outlier_findings(fit, sds)
+    return list(_outlier_cache[fit])
+
+
+def _outlier_findings(fit: "ScalingFit", sds: float = OUTLIER_SDS) -> list[DesignFinding]:
     """Runs far off the fitted law, judged by robust residuals of log loss.
 
     The residual of run i is log(loss_i) minus the posterior-median expected log loss; its

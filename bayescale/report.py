@@ -791,8 +791,8 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     generated = (f"Generated {stamp} by bayescale {__version__} from {fit.runs.source} "
                  f"(seed {fit.settings.get('random_seed')}).")
-    # Temporary files are created private (0600); a report is meant to be shared, so give it
-    # the permissions an ordinary new file would get under the user's umask.
+    # Temporary folders are created private (0700); a report is meant to be shared, so give
+    # its figure folder the permissions an ordinary new folder would get under the umask.
     umask = os.umask(0)
     os.umask(umask)
     if kind == "html":
@@ -803,8 +803,7 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
             for name, png in report.figures.items():
                 (folder / f"{name}.png").write_bytes(png)
         text = render_markdown(report, assets.name, generated)
-    with atomic_write(target_path, overwrite=overwrite) as tmp:
+    with atomic_write(target_path, overwrite=overwrite) as tmp:  # gives umask permissions
         tmp.write_text(text, encoding="utf-8")
-        tmp.chmod(0o666 & ~umask)
     return target_path
 
