@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -26,16 +27,37 @@ from .data import Runs
 from .exceptions import ModelMismatchError
 from .priors import Prior
 
-__all__ = ["ScalingLaw", "ComputeLaw", "ChinchillaLaw", "get_law", "LAWS"]
+__all__ = ["ScalingLaw", "PowerTerm", "ComputeLaw", "ChinchillaLaw", "get_law", "LAWS"]
 
 Array = Any  # numpy array or pytensor tensor
+
+
+@dataclass(frozen=True)
+class PowerTerm:
+    """One additive term of a law, exp(c − e·(log x − log x₀)), or the constant exp(c).
+
+    ``log_coefficient`` (c) and ``exponent`` (e) are draws or tensors; ``input`` names the
+    run column x (``"params"``, ``"tokens"``, ``"flops"``), centred on its reference scale
+    x₀ (the runs' geometric mean), or is None for a constant such as the irreducible loss E.
+    """
+
+    log_coefficient: Array
+    exponent: Array | None = None
+    input: str | None = None
+
+    def log_value(self, log_x: Mapping[str, Array], ref: Mapping[str, Array]) -> Array:
+        """c − e·(log x − log x₀), broadcasting the draws against the inputs."""
+        if self.input is None:
+            return self.log_coefficient
+        return self.log_coefficient - self.exponent * (log_x[self.input] - ref[f"log_ref_{self.input}"])
 
 
 class ScalingLaw(ABC):
     """A parametric law for loss as a function of scale.
 
     Subclasses declare their inputs, their sampled parameters (with domains and default
-    priors) and implement :meth:`log_loss` once for both numpy and pytensor.
+    priors) and write the law once for both numpy and pytensor: as :meth:`power_terms` when
+    it is a sum of power laws, otherwise as :meth:`log_terms`.
     """
 
     name: ClassVar[str]
@@ -83,14 +105,84 @@ class ScalingLaw(ABC):
                     f"give only {', '.join(c for c in ('params', 'tokens', 'flops') if np.isfinite(runs.column(c)).all())}; "
                     "use the 'compute' law or supply the column")
 
-    @abstractmethod
-    def log_loss(self, theta: Mapping[str, Array], log_x: Mapping[str, Array],
-                 ref: Mapping[str, Array], xp: ModuleType) -> Array:
-        """log L at log inputs ``log_x`` for parameters ``theta``.
+    def power_terms(self, theta: Mapping[str, Array], ref: Mapping[str, Array],
+                    xp: ModuleType) -> tuple[PowerTerm, ...]:
+        """The law as a sum of power-law terms, L = Σ exp(c − e·(log x − log x₀)).
+
+        Laws of that family (Chinchilla, compute, ...) define this and get :meth:`log_terms`,
+        :meth:`log_loss` and a fast :meth:`loss` from it; other laws override
+        :meth:`log_terms` instead.
+        """
+        raise NotImplementedError(f"the {self.name} law is not a sum of power-law terms")
+
+    def log_terms(self, theta: Mapping[str, Array], log_x: Mapping[str, Array],
+                  ref: Mapping[str, Array], xp: ModuleType) -> tuple[Array, ...]:
+        """The logs of the law's additive terms: L = Σ exp(term) (e.g. log(A/N^α), log E).
 
         ``xp`` is ``numpy`` or ``pytensor.tensor``; arrays broadcast, so theta of shape
-        (S, 1) against inputs of shape (1, M) gives all draws at all points.
+        (S, 1) against inputs of shape (1, M) gives all draws at all points (and theta of
+        shape (1, S) against inputs (M, 1) gives one row of draws per point).
         """
+        return tuple(term.log_value(log_x, ref) for term in self.power_terms(theta, ref, xp))
+
+    def log_loss(self, theta: Mapping[str, Array], log_x: Mapping[str, Array],
+                 ref: Mapping[str, Array], xp: ModuleType) -> Array:
+        """log L at log inputs ``log_x`` for parameters ``theta``, by log-sum-exp.
+
+        The form the PyMC model samples (``xp`` = ``pytensor.tensor``) and the one to use
+        where L itself could overflow; broadcasting as in :meth:`log_terms`.
+        """
+        return log_sum_exp(self.log_terms(theta, log_x, ref, xp), xp)
+
+    def loss(self, theta: Mapping[str, np.ndarray], log_x: Mapping[str, np.ndarray],
+             ref: Mapping[str, float], out: np.ndarray | None = None,
+             work: np.ndarray | None = None) -> np.ndarray:
+        """L itself (numpy): the sum of the exponentiated terms, broadcasting as in
+        :meth:`log_terms`.
+
+        A third of the work of ``exp(log_loss)``: every term is positive, so the sum loses
+        no precision, and a loss beyond float64's range comes out ``inf`` either way.
+
+        Parameters
+        ----------
+        out, work : numpy.ndarray, optional
+            Arrays of the result's shape to write the result to and to use as scratch; a
+            caller summarising chunk after chunk passes the same ones each time, because
+            fresh arrays of a few hundred kB cost more in page faults than the arithmetic.
+        """
+        try:
+            terms = self.power_terms(theta, ref, np)
+        except NotImplementedError:
+            return self._loss_from_log_terms(theta, log_x, ref, out)
+        constant = [term for term in terms if term.input is None]
+        varying = [term for term in terms if term.input is not None]
+        shape = np.broadcast_shapes(*(np.shape(term.log_coefficient) for term in terms),
+                                    *(np.shape(log_x[term.input]) for term in varying))
+        out = np.empty(shape) if out is None else out
+        work = np.empty(shape) if work is None else work
+        with np.errstate(over="ignore"):
+            if constant:
+                np.copyto(out, sum(np.exp(term.log_coefficient) for term in constant))
+            else:
+                out.fill(0.0)
+            for term in varying:
+                centred = log_x[term.input] - ref[f"log_ref_{term.input}"]
+                np.multiply(term.exponent, centred, out=work)
+                np.subtract(term.log_coefficient, work, out=work)
+                np.exp(work, out=work)
+                out += work
+        return out
+
+    def _loss_from_log_terms(self, theta, log_x, ref, out):
+        terms = self.log_terms(theta, log_x, ref, np)
+        shape = np.broadcast_shapes(*(np.shape(term) for term in terms))
+        total = np.zeros(shape) if out is None else out
+        if out is not None:
+            total.fill(0.0)
+        with np.errstate(over="ignore"):
+            for term in terms:
+                total += np.exp(term)
+        return total
 
     @abstractmethod
     def paper_values(self, theta: Mapping[str, np.ndarray], ref: Mapping[str, float]) -> dict[str, np.ndarray]:
@@ -156,10 +248,10 @@ class ChinchillaLaw(ScalingLaw):
         return {"E_fraction": _e_fraction_prior(), "a": _coefficient_prior(),
                 "b": _coefficient_prior(), "alpha": _exponent_prior(), "beta": _exponent_prior()}
 
-    def log_loss(self, theta, log_x, ref, xp):
-        term_n = theta["a"] - theta["alpha"] * (log_x["params"] - ref["log_ref_params"])
-        term_d = theta["b"] - theta["beta"] * (log_x["tokens"] - ref["log_ref_tokens"])
-        return log_sum_exp((term_n, term_d, self.log_e(theta, ref, xp)), xp)
+    def power_terms(self, theta, ref, xp):
+        return (PowerTerm(theta["a"], theta["alpha"], "params"),
+                PowerTerm(theta["b"], theta["beta"], "tokens"),
+                PowerTerm(self.log_e(theta, ref, xp)))
 
     def paper_values(self, theta, ref):
         log_a = theta["a"] + theta["alpha"] * ref["log_ref_params"]
@@ -200,9 +292,8 @@ class ComputeLaw(ScalingLaw):
         return {"E_fraction": _e_fraction_prior(), "a": _coefficient_prior(),
                 "alpha": Prior("LogNormal", mu=math.log(0.15), sigma=0.8)}
 
-    def log_loss(self, theta, log_x, ref, xp):
-        term_c = theta["a"] - theta["alpha"] * (log_x["flops"] - ref["log_ref_flops"])
-        return log_sum_exp((term_c, self.log_e(theta, ref, xp)), xp)
+    def power_terms(self, theta, ref, xp):
+        return (PowerTerm(theta["a"], theta["alpha"], "flops"), PowerTerm(self.log_e(theta, ref, xp)))
 
     def paper_values(self, theta, ref):
         log_a = theta["a"] + theta["alpha"] * ref["log_ref_flops"]

@@ -90,3 +90,52 @@ def test_prior_json_round_trip():
 
     priors = bs.ScalingModel("chinchilla").priors
     assert priors_from_json(priors_to_json(priors)) == priors
+
+
+@pytest.mark.parametrize("law", [ChinchillaLaw(), ComputeLaw()])
+def test_linear_loss_equals_exp_of_log_loss_in_both_layouts(law):
+    rng = np.random.default_rng(0)
+    draws = {"E_fraction": rng.uniform(0.5, 0.95, 300), "a": rng.normal(-1, 0.3, 300),
+             "b": rng.normal(-1, 0.3, 300), "alpha": rng.uniform(0.1, 0.6, 300),
+             "beta": rng.uniform(0.1, 0.6, 300)}
+    x = {"params": np.log(np.geomspace(1e6, 1e13, 50)), "tokens": np.log(np.geomspace(1e8, 1e15, 50)),
+         "flops": np.log(np.geomspace(1e15, 1e27, 50))}
+    columns = {k: v[:, None] for k, v in x.items()}                  # one row of draws per point
+    rows = {k: v[None, :] for k, v in draws.items()}
+    expected = np.exp(law.log_loss(rows, columns, REF, np))
+    np.testing.assert_allclose(law.loss(rows, columns, REF), expected, rtol=1e-13)
+    out, work = np.full((50, 300), np.nan), np.full((50, 300), np.nan)
+    assert law.loss(rows, columns, REF, out=out, work=work) is out
+    np.testing.assert_allclose(out, expected, rtol=1e-13)
+    transposed = law.loss({k: v[:, None] for k, v in draws.items()}, {k: v[None, :] for k, v in x.items()}, REF)
+    np.testing.assert_allclose(transposed, expected.T, rtol=1e-13)
+
+
+def test_power_terms_are_the_law():
+    terms = ChinchillaLaw().power_terms(THETA, REF, np)
+    assert [t.input for t in terms] == ["params", "tokens", None]
+    p = ChinchillaLaw().paper_values(THETA, REF)
+    n = 3e9
+    assert math.exp(terms[0].log_value({"params": math.log(n)}, REF)) == pytest.approx(p["A"] / n ** p["alpha"], rel=1e-12)
+    assert math.exp(terms[2].log_value({}, REF)) == pytest.approx(p["E"], rel=1e-12)
+
+
+def test_a_law_written_as_log_terms_gets_a_linear_loss_too():
+    class Shifted(ComputeLaw):
+        """Not a sum of power terms: log_terms written directly."""
+
+        name = "shifted"
+
+        def power_terms(self, theta, ref, xp):
+            raise NotImplementedError
+
+        def log_terms(self, theta, log_x, ref, xp):
+            return (theta["a"] - theta["alpha"] * xp.log1p(xp.exp(log_x["flops"] - ref["log_ref_flops"])),
+                    self.log_e(theta, ref, xp))
+
+    law = Shifted()
+    theta = {"E_fraction": 0.8, "a": -0.5, "alpha": 0.12}
+    log_x = {"flops": np.log(np.array([1e18, 1e22, 1e26]))}
+    np.testing.assert_allclose(law.loss(theta, log_x, REF), np.exp(law.log_loss(theta, log_x, REF, np)), rtol=1e-13)
+    out = np.empty(3)
+    assert law.loss(theta, log_x, REF, out=out) is out
