@@ -1,5 +1,9 @@
 """Loss forecasts from posterior draws: numpy only, no PyMC.
 
+Tables over many points are summarised chunk by chunk on every core
+(:mod:`bayescale._pointwise`), so 10,000 budgets × 4,000 draws never sit in memory at once.
+
+
 Two kinds of band:
 
 - ``kind="mean"``: uncertainty about the law itself — where the expected loss of a run at
@@ -22,8 +26,8 @@ from .exceptions import ExtrapolationWarning, ModelMismatchError
 if TYPE_CHECKING:
     from .fit import ScalingFit
 
-__all__ = ["resolve_points", "log_loss_draws", "loss_draws", "forecast_table", "KINDS",
-           "EXTRAPOLATION_DECADES"]
+__all__ = ["resolve_points", "median_optimal_log_params", "draw_rows", "log_loss_draws",
+           "noise_factors", "loss_draws", "forecast_table", "KINDS", "EXTRAPOLATION_DECADES"]
 
 KINDS = ("observed", "mean")
 #: Forecasts this many decades of compute past the largest run raise ExtrapolationWarning.
@@ -70,39 +74,69 @@ def resolve_points(fit: "ScalingFit", flops: object = None, params: object = Non
     c = _positive_array("flops", flops)
     if "params" not in law.inputs:
         return pd.DataFrame({"flops": c, "params": np.nan, "tokens": np.nan})
-    log_n_opt = law.optimal_log_params(fit.theta(expand=True), fit.reference, np.log(c)[None, :])
-    n = np.exp(np.median(log_n_opt, axis=0))
+    n = np.exp(median_optimal_log_params(fit, np.log(c)))
     return pd.DataFrame({"flops": c, "params": n, "tokens": c / (6.0 * n)})
 
 
-def _log_inputs(points: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {name: np.log(points[name].to_numpy(dtype=np.float64))[None, :]
+def draw_rows(fit: "ScalingFit") -> dict[str, np.ndarray]:
+    """The parameter draws as rows of shape (1, draws): against inputs of shape (points, 1)
+    the law gives one row of draws per point, the layout the per-point summaries want."""
+    return {name: values[None, :] for name, values in fit.theta().items()}
+
+
+def median_optimal_log_params(fit: "ScalingFit", log_flops: np.ndarray) -> np.ndarray:
+    """Posterior median over draws of log N_opt at each log budget, shape (points,)."""
+    from ._pointwise import map_point_chunks, row_quantiles  # numba: imported on first use
+
+    theta = draw_rows(fit)
+    log_flops = np.asarray(log_flops, dtype=np.float64)
+
+    def chunk_median(part: slice, workspace: object) -> np.ndarray:
+        log_n = fit.law.optimal_log_params(theta, fit.reference, log_flops[part, None])
+        return row_quantiles(log_n, 0.5)[:, 0]
+
+    return np.concatenate(map_point_chunks(chunk_median, log_flops.size, fit.n_draws))
+
+
+def _log_inputs(points: pd.DataFrame, layout: str = "row") -> dict[str, np.ndarray]:
+    """log params/tokens/flops shaped (1, points) (``"row"``) or (points, 1) (``"column"``)."""
+    logs = {name: np.log(points[name].to_numpy(dtype=np.float64))
             for name in ("params", "tokens", "flops")}
+    if layout == "column":
+        return {name: values[:, None] for name, values in logs.items()}
+    return {name: values[None, :] for name, values in logs.items()}
+
+
+def _check_inputs(fit: "ScalingFit", points: pd.DataFrame) -> None:
+    for name in fit.law.inputs:
+        if points[name].isna().any():
+            raise ModelMismatchError(f"the {fit.law.name} law needs {name} for every point")
 
 
 def log_loss_draws(fit: "ScalingFit", points: pd.DataFrame) -> np.ndarray:
     """Expected log loss per draw and point, shape (draws, points)."""
-    theta = fit.theta(expand=True)
-    for name in fit.law.inputs:
-        if points[name].isna().any():
-            raise ModelMismatchError(f"the {fit.law.name} law needs {name} for every point")
-    return fit.law.log_loss(theta, _log_inputs(points), fit.reference, np)
+    _check_inputs(fit, points)
+    return fit.law.log_loss(fit.theta(expand=True), _log_inputs(points), fit.reference, np)
 
 
-def noise_draws(fit: "ScalingFit", shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Run-to-run noise on log loss for each draw, shape ``shape`` = (draws, points).
+def noise_factors(fit: "ScalingFit", rng: np.random.Generator) -> np.ndarray:
+    """Run-to-run noise as a factor on the loss, one per draw, shape (draws,).
 
-    One noise value per draw, shared by all points: each point's distribution is the same as
-    with independent noise, but bands along a curve come out smooth and a point's forecast
-    does not depend on which other points are asked for in the same call.
+    A run measures L·exp(σ·ε) with ε the likelihood's standard noise. One noise value per
+    draw, shared by all points: each point's distribution is the same as with independent
+    noise, but bands along a curve come out smooth and a point's forecast does not depend
+    on which other points are asked for in the same call.
     """
     theta = fit.theta()
-    sigma = theta["sigma"][:, None]
     if fit.likelihood == "student_t":
-        standard = rng.standard_t(theta["nu"])[:, None]
+        standard = rng.standard_t(theta["nu"])
     else:
-        standard = rng.standard_normal(shape[0])[:, None]
-    return np.broadcast_to(sigma * standard, shape)
+        standard = rng.standard_normal(fit.n_draws)
+    return np.exp(theta["sigma"] * standard)
+
+
+def _noise_rng(fit: "ScalingFit", random_seed: int | None) -> np.random.Generator:
+    return np.random.default_rng(fit.settings["random_seed"] if random_seed is None else random_seed)
 
 
 def loss_draws(fit: "ScalingFit", points: pd.DataFrame, kind: str = "observed",
@@ -110,11 +144,11 @@ def loss_draws(fit: "ScalingFit", points: pd.DataFrame, kind: str = "observed",
     """Loss per draw and point, shape (draws, points); ``kind`` as in :func:`forecast_table`."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    log_loss = log_loss_draws(fit, points)
+    _check_inputs(fit, points)
+    loss = fit.law.loss(fit.theta(expand=True), _log_inputs(points), fit.reference)
     if kind == "observed":
-        rng = np.random.default_rng(fit.settings["random_seed"] if random_seed is None else random_seed)
-        log_loss = log_loss + noise_draws(fit, log_loss.shape, rng)
-    return np.exp(log_loss)
+        loss *= noise_factors(fit, _noise_rng(fit, random_seed))[:, None]
+    return loss
 
 
 def warn_if_extrapolating(fit: "ScalingFit", flops: np.ndarray, stacklevel: int = 3) -> None:
@@ -137,12 +171,30 @@ def forecast_table(fit: "ScalingFit", flops: object = None, params: object = Non
     """
     if not 0.0 < float(prob) < 1.0:
         raise ValueError(f"prob must be in (0, 1), got {prob!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     points = resolve_points(fit, flops=flops, params=params, tokens=tokens)
     warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
-    samples = loss_draws(fit, points, kind=kind, random_seed=random_seed)
+    _check_inputs(fit, points)
+    from ._pointwise import Workspace, map_point_chunks, row_quantiles  # numba: on first use
+
+    theta = draw_rows(fit)
+    log_x = _log_inputs(points, layout="column")
+    factors = noise_factors(fit, _noise_rng(fit, random_seed)) if kind == "observed" else None
     tail = (1.0 - prob) / 2.0
-    lower, median, upper = np.quantile(samples, [tail, 0.5, 1.0 - tail], axis=0)
-    table = points.assign(loss_mean=samples.mean(axis=0), loss_median=median,
-                          loss_lower=lower, loss_upper=upper)
+    levels = np.array([tail, 0.5, 1.0 - tail])
+
+    def chunk_summary(part: slice, workspace: Workspace) -> np.ndarray:
+        rows = part.stop - part.start
+        loss = fit.law.loss(theta, {name: x[part] for name, x in log_x.items()}, fit.reference,
+                            out=workspace.array("loss", rows, fit.n_draws),
+                            work=workspace.array("work", rows, fit.n_draws))
+        if factors is not None:
+            loss *= factors
+        return np.column_stack([loss.mean(axis=1), row_quantiles(loss, levels)])
+
+    summary = np.concatenate(map_point_chunks(chunk_summary, len(points), fit.n_draws))
+    table = points.assign(loss_mean=summary[:, 0], loss_median=summary[:, 2],
+                          loss_lower=summary[:, 1], loss_upper=summary[:, 3])
     table.attrs.update({"prob": float(prob), "kind": kind, "law": fit.law.name})
     return table

@@ -44,9 +44,10 @@ import pandas as pd
 from scipy import special
 
 from .exceptions import UnreachableTargetWarning
-from .forecast import KINDS, _positive_array, log_loss_draws, resolve_points, warn_if_extrapolating
+from .forecast import KINDS, _positive_array, draw_rows, resolve_points, warn_if_extrapolating
 
 if TYPE_CHECKING:
+    from ._pointwise import Workspace
     from .fit import ScalingFit
 
 __all__ = ["prob_below", "compute_to_reach", "compute_distribution", "compute_to_target_draws",
@@ -60,8 +61,6 @@ _SEARCH_LOG_FLOPS = (0.0, math.log(1e50))
 _DRAW_LOG_FLOPS = (0.0, math.log(1e300))
 # Bisection stops when the bracket is this narrow in log FLOPs (relative 1e-10 in C).
 _LOG_TOL = 1e-10
-# Points per chunk so that (draws × points) temporaries stay near 8 MB each.
-_CHUNK_ELEMENTS = 1_000_000
 
 
 # -- noise ---------------------------------------------------------------------------------
@@ -70,8 +69,9 @@ def noise_cdf(z: np.ndarray, nu: np.ndarray | float | None) -> np.ndarray:
     """CDF of the standardised noise on log loss: Student-t with ``nu`` d.o.f., or normal.
 
     For a whole-number ``nu`` shared by every draw (the default fixes ν = 4) the closed-form
-    finite series of the t CDF is used; it is exact and about 50x faster than
-    :func:`scipy.special.stdtr`, which handles every other ``nu``.
+    finite series is used (:func:`bayescale._pointwise.t_cdf_integer`); it is exact to
+    rounding and about 5x faster than :func:`scipy.special.stdtr`, which handles every
+    other ``nu``.
 
     Parameters
     ----------
@@ -83,35 +83,22 @@ def noise_cdf(z: np.ndarray, nu: np.ndarray | float | None) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     if nu is None:
         return special.ndtr(z)
-    nu_values = np.unique(np.asarray(nu, dtype=np.float64))
-    if nu_values.size == 1 and float(nu_values[0]).is_integer() and 1 <= nu_values[0] <= 200:
-        return _t_cdf_integer(z, int(nu_values[0]))
+    whole = _whole_nu(nu)
+    if whole is not None:
+        from ._pointwise import t_cdf_integer
+
+        return t_cdf_integer(z, whole)
     return special.stdtr(nu, z)
 
 
-def _t_cdf_integer(t: np.ndarray, nu: int) -> np.ndarray:
-    # Student-t CDF for whole-number nu (Abramowitz & Stegun 26.7.3/26.7.4), with
-    # theta = arctan(t/sqrt(nu)): sin(theta) = t/sqrt(nu + t²), cos²(theta) = nu/(nu + t²).
-    denominator = nu + t * t
-    cos2 = nu / denominator
-    sin = t / np.sqrt(denominator)
-    if nu % 2 == 0:
-        term = np.ones_like(t)
-        total = term.copy()
-        for j in range(1, nu // 2):
-            term *= cos2 * (2 * j - 1) / (2 * j)
-            total += term
-        return 0.5 + 0.5 * sin * total
-    theta = np.arctan(t / math.sqrt(nu))
-    if nu == 1:
-        return 0.5 + theta / math.pi
-    cos = np.sqrt(cos2)
-    term = cos.copy()
-    total = term.copy()
-    for j in range(1, (nu - 1) // 2):
-        term *= cos2 * (2 * j) / (2 * j + 1)
-        total += term
-    return 0.5 + (theta + sin * total) / math.pi
+def _whole_nu(nu: np.ndarray | float) -> int | None:
+    """nu as an int when it is one whole number the closed-form CDF handles, else None."""
+    from ._pointwise import NU_INTEGER_MAX
+
+    values = np.unique(np.asarray(nu, dtype=np.float64))
+    if values.size == 1 and float(values[0]).is_integer() and 1 <= values[0] <= NU_INTEGER_MAX:
+        return int(values[0])
+    return None
 
 
 # -- shared pieces -------------------------------------------------------------------------
@@ -130,32 +117,52 @@ def _check_prob(name: str, value: object) -> np.ndarray:
     return array
 
 
-def _noise(fit: "ScalingFit") -> tuple[np.ndarray, np.ndarray | None]:
-    """sigma (S, 1) and nu (S, 1) or None for normal noise."""
-    theta = fit.theta(expand=True)
-    nu = theta["nu"] if fit.likelihood == "student_t" else None
-    return theta["sigma"], nu
+def _noise(fit: "ScalingFit") -> tuple[np.ndarray, np.ndarray | float | None]:
+    """sigma as a row of draws (1, S); nu as a row, one float when every draw shares it (a
+    fixed ν), or None for normal noise."""
+    theta = draw_rows(fit)
+    if fit.likelihood != "student_t":
+        return theta["sigma"], None
+    nu = theta["nu"]
+    return theta["sigma"], float(nu[0, 0]) if (nu == nu[0, 0]).all() else nu
 
 
 def _prob_draws(fit: "ScalingFit", log_target: float | np.ndarray, mu: np.ndarray,
                 kind: str) -> np.ndarray:
-    """Per-draw P(loss ≤ target) given the law's log loss ``mu`` (draws, points)."""
+    """Per-draw P(loss ≤ target) given the law's log loss ``mu`` (points, draws)."""
     if kind == "mean":
         return (mu <= log_target).astype(np.float64)
     sigma, nu = _noise(fit)
     return noise_cdf((log_target - mu) / sigma, nu)
 
 
-def _oracle_log_loss(fit: "ScalingFit", theta: dict[str, np.ndarray],
-                     log_c: np.ndarray) -> np.ndarray:
+def _log_of_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_x: dict[str, np.ndarray],
+                 workspace: "Workspace | None" = None) -> np.ndarray:
+    """log L, from the law's linear form (3x cheaper than log-sum-exp) while L is finite.
+
+    With a ``workspace`` the result is one of its arrays, of shape (points, draws).
+    """
+    buffers = {}
+    if workspace is not None:
+        rows = np.broadcast_shapes(*(np.shape(x) for x in log_x.values()))[0]
+        buffers = {"out": workspace.array("loss", rows, fit.n_draws),
+                   "work": workspace.array("work", rows, fit.n_draws)}
+    loss = fit.law.loss(theta, log_x, fit.reference, **buffers)
+    if np.isinf(loss).any():  # L beyond 1e308: only log-sum-exp keeps the value finite
+        return fit.law.log_loss(theta, log_x, fit.reference, np)
+    return np.log(loss, out=loss)
+
+
+def _oracle_log_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_c: np.ndarray,
+                     workspace: "Workspace | None" = None) -> np.ndarray:
     """The law's log loss with each draw at its own compute-optimal split (broadcasting)."""
     law = fit.law
     if "params" not in law.inputs:
-        return law.log_loss(theta, {"flops": log_c}, fit.reference, np)
+        return _log_of_loss(fit, theta, {"flops": log_c}, workspace)
     log_n = law.optimal_log_params(theta, fit.reference, log_c)
     log_d = log_c - _LOG6 - log_n
-    return law.log_loss(theta, {"params": log_n, "tokens": log_d, "flops": log_c},
-                        fit.reference, np)
+    return _log_of_loss(fit, theta, {"params": log_n, "tokens": log_d, "flops": log_c},
+                        workspace)
 
 
 def _points(fit: "ScalingFit", flops: object, params: object, tokens: object,
@@ -174,41 +181,64 @@ def _points(fit: "ScalingFit", flops: object, params: object, tokens: object,
     return resolve_points(fit, flops=flops)
 
 
+def _log_inputs(points: pd.DataFrame, mode: str) -> dict[str, np.ndarray]:
+    """log flops, and log params and tokens unless each draw trains at its own optimum, as
+    columns of shape (points, 1)."""
+    names = ["flops"]
+    if mode != "oracle" and not points["params"].isna().all():
+        names += ["params", "tokens"]
+    return {name: np.log(points[name].to_numpy(dtype=np.float64))[:, None] for name in names}
+
+
+def _log_loss_rows(fit: "ScalingFit", theta: dict[str, np.ndarray], log_x: dict[str, np.ndarray],
+                   workspace: "Workspace | None" = None) -> np.ndarray:
+    """The law's log loss per point and draw (points, draws) at :func:`_log_inputs`."""
+    if "params" not in log_x:
+        return _oracle_log_loss(fit, theta, log_x["flops"], workspace)
+    return _log_of_loss(fit, theta, log_x, workspace)
+
+
 def _mean_log_loss(fit: "ScalingFit", points: pd.DataFrame, mode: str) -> np.ndarray:
-    """The law's log loss per draw at the points (draws, points)."""
-    if mode == "oracle" or points["params"].isna().all():
-        log_c = np.log(points["flops"].to_numpy(dtype=np.float64))[None, :]
-        return _oracle_log_loss(fit, fit.theta(expand=True), log_c)
-    return log_loss_draws(fit, points)
+    """The law's log loss per point and draw, shape (points, draws)."""
+    return _log_loss_rows(fit, draw_rows(fit), _log_inputs(points, mode))
 
 
 def _ess(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """ArviZ's ESS of the mean for each column of per-draw values (draws, points)."""
+    """ArviZ's ESS of the mean for each row of per-draw values (points, draws)."""
     import arviz as az
 
     chains, draws = shape
-    cube = values.reshape(chains, draws, values.shape[1])
+    cube = values.reshape(values.shape[0], chains, draws)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # constant columns give nan; handled
-        return np.asarray(az.ess(cube, method="mean"), dtype=np.float64).reshape(-1)
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant rows give nan; handled
+        return np.asarray(az.ess(cube, method="mean", chain_axis=1, draw_axis=2),
+                          dtype=np.float64).reshape(-1)
 
 
 def _summarise(fit: "ScalingFit", p: np.ndarray, mcse: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over draws and its Monte-Carlo standard error, per column."""
-    mean = p.mean(axis=0)
+    """Mean over draws and its Monte-Carlo standard error, per row (point)."""
+    mean = p.mean(axis=1)
     if mcse == "none":
         return mean, np.full(mean.shape, np.nan)
-    sd = p.std(axis=0, ddof=1) if p.shape[0] > 1 else np.zeros(mean.shape)
-    n = float(p.shape[0])
+    sd = p.std(axis=1, ddof=1) if p.shape[1] > 1 else np.zeros(mean.shape)
+    return mean, _mcse(fit, p, mean, sd, mcse)
+
+
+def _mcse(fit: "ScalingFit", p: np.ndarray, mean: np.ndarray, sd: np.ndarray,
+          mcse: str) -> np.ndarray:
+    """Monte-Carlo standard error of each row's mean: sd / sqrt(ESS or number of draws)."""
+    if mcse == "none":
+        return np.full(mean.shape, np.nan)
+    n = float(p.shape[1])
     if mcse == "ess":
         shape = (fit.posterior.sizes["chain"], fit.posterior.sizes["draw"])
-        # A column with no spread (all draws 0 or 1) is known exactly: skip ArviZ there.
+        # A row with no spread (all draws 0 or 1) is known exactly: skip ArviZ there.
         varying = np.flatnonzero(sd > 0)
         ess = np.full(mean.shape, n)
         if varying.size:
-            ess[varying] = _ess(p[:, varying], shape)
+            ess[varying] = _ess(p[varying], shape)
         n = np.where(np.isfinite(ess) & (ess > 0), ess, n)
-    return mean, np.where(sd > 0, sd / np.sqrt(n), 0.0)
+    return np.where(sd > 0, sd / np.sqrt(n), 0.0)
 
 
 def _target_scalar(target: object) -> float:
@@ -273,14 +303,27 @@ def prob_below(fit: "ScalingFit", target: float, flops: object = None, *, params
     points = _points(fit, flops, params, tokens, mode)
     warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
     log_target = math.log(target)
-    chunk = max(1, _CHUNK_ELEMENTS // fit.n_draws)
-    probs, errors = [], []
-    for start in range(0, len(points), chunk):
-        part = points.iloc[start:start + chunk]
-        p = _prob_draws(fit, log_target, _mean_log_loss(fit, part, mode), kind)
-        mean, error = _summarise(fit, p, mcse)
-        probs.append(mean)
-        errors.append(error)
+    from ._pointwise import Workspace, map_point_chunks, noise_cdf_rows  # numba: on first use
+
+    sigma, nu = _noise(fit)
+    # The compiled pass covers normal noise and a shared whole-number ν (the default).
+    compiled = kind == "observed" and (nu is None or _whole_nu(nu) is not None)
+    whole_nu = None if nu is None or not compiled else _whole_nu(nu)
+
+    theta = draw_rows(fit)
+    log_x = _log_inputs(points, mode)
+
+    def chunk_probs(part: slice, workspace: Workspace) -> tuple[np.ndarray, np.ndarray]:
+        mu = _log_loss_rows(fit, theta, {name: x[part] for name, x in log_x.items()}, workspace)
+        if not compiled:
+            return _summarise(fit, _prob_draws(fit, log_target, mu, kind), mcse)
+        p, mean, sd = noise_cdf_rows(mu, log_target, sigma, whole_nu,
+                                     out=workspace.array("work", *mu.shape))
+        return mean, _mcse(fit, p, mean, sd, mcse)
+
+    chunks = map_point_chunks(chunk_probs, len(points), fit.n_draws)
+    probs = [mean for mean, _ in chunks]
+    errors = [error for _, error in chunks]
     table = points.assign(prob=np.concatenate(probs), mcse=np.concatenate(errors))
     if scalar:
         return float(table["prob"].iloc[0])
@@ -294,15 +337,15 @@ def _prob_at_log_flops(fit: "ScalingFit", log_targets: np.ndarray, log_c: np.nda
     """P(loss ≤ target_k) at budget exp(log_c_k), one pair per k (no warnings, no MCSE)."""
     points = _points(fit, np.exp(log_c), None, None, mode)
     mu = _mean_log_loss(fit, points, mode)
-    return _prob_draws(fit, log_targets[None, :], mu, kind).mean(axis=0)
+    return _prob_draws(fit, log_targets[:, None], mu, kind).mean(axis=1)
 
 
 def _prob_limit(fit: "ScalingFit", log_targets: np.ndarray, kind: str) -> np.ndarray:
     """P(loss ≤ target) with unlimited compute: the law's loss falls to E in every draw."""
-    log_e = fit.law.log_e(fit.theta(expand=True), fit.reference, np)
+    log_e = fit.law.log_e(draw_rows(fit), fit.reference, np)
     if kind == "mean":
-        return (log_e < log_targets[None, :]).mean(axis=0)
-    return _prob_draws(fit, log_targets[None, :], log_e, kind).mean(axis=0)
+        return (log_e < log_targets[:, None]).mean(axis=1)
+    return _prob_draws(fit, log_targets[:, None], log_e, kind).mean(axis=1)
 
 
 # -- compute to reach a target -------------------------------------------------------------
