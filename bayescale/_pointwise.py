@@ -208,6 +208,55 @@ def _insertion_sort(buf, n):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
+def _select(buf, lo, hi, k):
+    """Place the k-th smallest of buf[lo:hi] at buf[k], smaller ones before it and larger
+    after (quickselect, median-of-three pivots, Hoare partition so ties split evenly).
+
+    Written out because numba's np.partition takes ~9 s to compile, on every new install.
+    """
+    hi -= 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        # Median of three as pivot, which also guards both scans.
+        if buf[mid] < buf[lo]:
+            buf[mid], buf[lo] = buf[lo], buf[mid]
+        if buf[hi] < buf[lo]:
+            buf[hi], buf[lo] = buf[lo], buf[hi]
+        if buf[hi] < buf[mid]:
+            buf[hi], buf[mid] = buf[mid], buf[hi]
+        pivot = buf[mid]
+        i = lo
+        j = hi
+        while i <= j:
+            while buf[i] < pivot:
+                i += 1
+            while buf[j] > pivot:
+                j -= 1
+            if i <= j:
+                buf[i], buf[j] = buf[j], buf[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _order_statistics(row, buf, first, second):
+    """The first-th and second-th smallest values of row (first ≤ second), via buf."""
+    n = row.size
+    for s in range(n):
+        buf[s] = row[s]
+    _select(buf, 0, n, first)
+    if second > first:
+        _select(buf, first + 1, n, second)
+    return buf[first], buf[second]
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def _lerp(a, b, t):
     # np.quantile's _lerp: from the nearer end, so t = 0 and t = 1 return a and b exactly.
     diff = b - a
@@ -223,17 +272,14 @@ def _quantile_rows(values, lower_rank, upper_rank, frac, out):
     buf = np.empty(n_draws)
     # Order statistics (lower, upper) of the two previous rows, per level.
     previous = np.empty((2, n_probs, 2))
-    ranks = np.empty(2 * n_probs, dtype=np.int64)
-    ranks[:n_probs] = lower_rank
-    ranks[n_probs:] = upper_rank
     for i in range(n_rows):
         row = values[i]
         if i == 0:
-            part = np.partition(row, ranks)
             for k in range(n_probs):
-                previous[0, k, 0] = part[lower_rank[k]]
-                previous[0, k, 1] = part[upper_rank[k]]
-                out[i, k] = _lerp(previous[0, k, 0], previous[0, k, 1], frac[k])
+                a, b = _order_statistics(row, buf, lower_rank[k], upper_rank[k])
+                previous[0, k, 0] = a
+                previous[0, k, 1] = b
+                out[i, k] = _lerp(a, b, frac[k])
             continue
         last = (i - 1) % 2
         now = i % 2
@@ -264,19 +310,17 @@ def _quantile_rows(values, lower_rank, upper_rank, frac, out):
                     second = upper_rank[k] - below
                     if inside <= _INSERTION_MAX:
                         _insertion_sort(buf, inside)
-                        a = buf[first]
-                        b = buf[second]
                     else:
-                        part = np.partition(buf[:inside], np.array([first, second]))
-                        a = part[first]
-                        b = part[second]
+                        _select(buf, 0, inside, first)
+                        if second > first:
+                            _select(buf, first + 1, inside, second)
+                    a = buf[first]
+                    b = buf[second]
                     found = True
                     break
                 pad *= _WINDOW_GROWTH
             if not found:
-                part = np.partition(row, np.array([lower_rank[k], upper_rank[k]]))
-                a = part[lower_rank[k]]
-                b = part[upper_rank[k]]
+                a, b = _order_statistics(row, buf, lower_rank[k], upper_rank[k])
             previous[now, k, 0] = a
             previous[now, k, 1] = b
             out[i, k] = _lerp(a, b, frac[k])
