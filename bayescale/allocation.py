@@ -105,23 +105,50 @@ def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9) -> p
         of the runs: the split then rests on the fitted exponents holding beyond the data.
     """
     quantiles = _band(prob)
-    draws = optimal_allocation_draws(fit, flops)
     c = _positive_array("flops", flops)
+    summary = _optimal_summary(fit, c, np.array([quantiles[0], 0.5, quantiles[1]]))
     table = pd.DataFrame({"flops": c})
     # D = C/(6·N) and D/N = C/(6·N²) fall as N rises, so their quantiles are those of N read
     # backwards: each band end is then a consistent split with 6·N·D = C (and half the sorting).
-    n = _summary_columns("params", draws["params"], quantiles)
+    n_lower, n_median, n_upper = summary[:, 0], summary[:, 1], summary[:, 2]
     for name, transform in (("params", lambda v: v), ("tokens", lambda v: c / (6.0 * v)),
                             ("tokens_per_param", lambda v: c / (6.0 * v * v))):
         flip = name != "params"
-        table[f"{name}_median"] = transform(n["params_median"])
-        table[f"{name}_lower"] = transform(n["params_upper" if flip else "params_lower"])
-        table[f"{name}_upper"] = transform(n["params_lower" if flip else "params_upper"])
-    for column, values in _summary_columns("loss", draws["loss"], quantiles).items():
-        table[column] = values
+        table[f"{name}_median"] = transform(n_median)
+        table[f"{name}_lower"] = transform(n_upper if flip else n_lower)
+        table[f"{name}_upper"] = transform(n_lower if flip else n_upper)
+    table["loss_median"], table["loss_lower"], table["loss_upper"] = summary[:, 4], summary[:, 3], summary[:, 5]
     _warn_outside_runs(fit, table["params_median"].to_numpy(), table["tokens_median"].to_numpy())
     table.attrs.update({"prob": float(prob), "law": fit.law.name})
     return table
+
+
+def _optimal_summary(fit: "ScalingFit", flops: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Quantiles over draws of N_opt and of the loss there, per budget: (budgets, 2·levels).
+
+    The same numbers as :func:`optimal_allocation_draws` summarised with ``np.quantile``,
+    computed chunk by chunk on every core (:mod:`bayescale._pointwise`).
+    """
+    from ._pointwise import Workspace, map_point_chunks, row_quantiles  # numba: on first use
+    from .forecast import draw_rows
+
+    law = fit.law
+    if "params" not in law.inputs:
+        law.optimal_log_params(fit.theta(), fit.reference, np.log(flops))  # raises the mismatch
+    theta = draw_rows(fit)
+    log_c = np.log(flops)[:, None]
+
+    def chunk_summary(part: slice, workspace: Workspace) -> np.ndarray:
+        rows = part.stop - part.start
+        log_n = law.optimal_log_params(theta, fit.reference, log_c[part])
+        log_d = log_c[part] - _LOG6 - log_n
+        loss = law.loss(theta, {"params": log_n, "tokens": log_d, "flops": log_c[part]},
+                        fit.reference, out=workspace.array("loss", rows, fit.n_draws),
+                        work=workspace.array("work", rows, fit.n_draws))
+        return np.column_stack([row_quantiles(np.exp(log_n, out=log_n), levels),
+                                row_quantiles(loss, levels)])
+
+    return np.concatenate(map_point_chunks(chunk_summary, flops.size, fit.n_draws))
 
 
 def _warn_outside_runs(fit: "ScalingFit", params: np.ndarray, tokens: np.ndarray) -> None:

@@ -66,6 +66,25 @@ def test_allocation_matches_numeric_minimisation(spread_fit):
                                np.broadcast_to(budgets, draws["params"].shape), rtol=1e-12)
 
 
+def test_allocation_table_summarises_the_per_draw_optima(spread_fit, monkeypatch):
+    """The chunked, threaded table against np.quantile over optimal_allocation_draws."""
+    import bayescale._pointwise as pointwise
+
+    monkeypatch.setattr(pointwise, "CHUNK_BYTES", 8 * spread_fit.n_draws * 9)
+    monkeypatch.setattr(pointwise, "PARALLEL_MIN", 0)
+    budgets = np.geomspace(1e19, 1e25, 101)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bs.ExtrapolationWarning)
+        table = spread_fit.optimal_allocation(budgets, prob=0.8)
+    draws = optimal_allocation_draws(spread_fit, budgets)
+    for name in ("params", "loss"):
+        lower, median, upper = np.quantile(draws[name], [0.1, 0.5, 0.9], axis=0)
+        np.testing.assert_allclose(table[f"{name}_lower"], lower, rtol=1e-13)
+        np.testing.assert_allclose(table[f"{name}_median"], median, rtol=1e-13)
+        np.testing.assert_allclose(table[f"{name}_upper"], upper, rtol=1e-13)
+    np.testing.assert_allclose(table["tokens_upper"], budgets / (6 * table["params_lower"]), rtol=1e-13)
+
+
 def test_allocation_at_chinchilla_budget_matches_epoch_point_values(point_fit):
     # Epoch's point estimates at 5.76e23 FLOPs: ≈ 72B params, 1.33T tokens, 18 tokens/param,
     # loss 1.97 (SOURCES.md).
