@@ -15,7 +15,10 @@ Two kinds of band:
 from __future__ import annotations
 
 import math
+import threading
 import warnings
+import weakref
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,7 +29,7 @@ from .exceptions import ExtrapolationWarning, ModelMismatchError
 if TYPE_CHECKING:
     from .fit import ScalingFit
 
-__all__ = ["resolve_points", "median_optimal_log_params", "draw_rows", "log_loss_draws",
+__all__ = ["resolve_points", "median_optimal_log_params", "draw_rows",
            "noise_factors", "loss_draws", "forecast_table", "KINDS", "EXTRAPOLATION_DECADES"]
 
 KINDS = ("observed", "mean")
@@ -84,18 +87,42 @@ def draw_rows(fit: "ScalingFit") -> dict[str, np.ndarray]:
     return {name: values[None, :] for name, values in fit.theta().items()}
 
 
+# Each fit's last few median splits, keyed by the budgets' bytes: forecast, prob_below and
+# compute_to_reach at the same budgets (a notebook's usual sequence) compute it once.
+_SPLIT_CACHE: "weakref.WeakKeyDictionary[ScalingFit, OrderedDict[bytes, np.ndarray]]" = \
+    weakref.WeakKeyDictionary()
+_SPLIT_CACHE_SIZE = 4
+_SPLIT_CACHE_LOCK = threading.Lock()
+
+
 def median_optimal_log_params(fit: "ScalingFit", log_flops: np.ndarray) -> np.ndarray:
-    """Posterior median over draws of log N_opt at each log budget, shape (points,)."""
+    """Posterior median over draws of log N_opt at each log budget, shape (points,).
+
+    The result is read-only; the last few are remembered per fit, so asking again at the
+    same budgets costs nothing.
+    """
     from ._pointwise import map_point_chunks, row_quantiles  # numba: imported on first use
 
+    log_flops = np.ascontiguousarray(log_flops, dtype=np.float64)
+    key = log_flops.tobytes()
+    with _SPLIT_CACHE_LOCK:
+        remembered = _SPLIT_CACHE.setdefault(fit, OrderedDict())
+        if key in remembered:
+            remembered.move_to_end(key)
+            return remembered[key]
     theta = draw_rows(fit)
-    log_flops = np.asarray(log_flops, dtype=np.float64)
 
     def chunk_median(part: slice, workspace: object) -> np.ndarray:
         log_n = fit.law.optimal_log_params(theta, fit.reference, log_flops[part, None])
         return row_quantiles(log_n, 0.5)[:, 0]
 
-    return np.concatenate(map_point_chunks(chunk_median, log_flops.size, fit.n_draws))
+    median = np.concatenate(map_point_chunks(chunk_median, log_flops.size, fit.n_draws))
+    median.flags.writeable = False
+    with _SPLIT_CACHE_LOCK:
+        remembered[key] = median
+        while len(remembered) > _SPLIT_CACHE_SIZE:
+            remembered.popitem(last=False)
+    return median
 
 
 def _log_inputs(points: pd.DataFrame, layout: str = "row") -> dict[str, np.ndarray]:
@@ -111,12 +138,6 @@ def _check_inputs(fit: "ScalingFit", points: pd.DataFrame) -> None:
     for name in fit.law.inputs:
         if points[name].isna().any():
             raise ModelMismatchError(f"the {fit.law.name} law needs {name} for every point")
-
-
-def log_loss_draws(fit: "ScalingFit", points: pd.DataFrame) -> np.ndarray:
-    """Expected log loss per draw and point, shape (draws, points)."""
-    _check_inputs(fit, points)
-    return fit.law.log_loss(fit.theta(expand=True), _log_inputs(points), fit.reference, np)
 
 
 def noise_factors(fit: "ScalingFit", rng: np.random.Generator) -> np.ndarray:

@@ -188,3 +188,19 @@ def test_resolve_points_median_split_in_threads(spread_fit, monkeypatch):
     np.testing.assert_allclose(points["params"], np.exp(np.median(log_n, axis=0)), rtol=1e-13)
     np.testing.assert_allclose(6 * points["params"] * points["tokens"], budgets, rtol=1e-13)
     assert isinstance(points, pd.DataFrame)
+
+
+def test_median_split_is_remembered_per_fit_and_budgets(spread_fit):
+    from bayescale import forecast
+
+    budgets = np.log(np.geomspace(1e20, 1e23, 40))
+    first = forecast.median_optimal_log_params(spread_fit, budgets)
+    assert forecast.median_optimal_log_params(spread_fit, budgets.copy()) is first
+    assert not first.flags.writeable
+    other = forecast.median_optimal_log_params(spread_fit, budgets + 1.0)
+    assert other is not first and (other > first).all()
+    for shift in range(2, 2 + forecast._SPLIT_CACHE_SIZE):     # pushes the first one out
+        forecast.median_optimal_log_params(spread_fit, budgets + shift)
+    again = forecast.median_optimal_log_params(spread_fit, budgets)
+    assert again is not first
+    np.testing.assert_array_equal(again, first)
