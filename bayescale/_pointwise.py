@@ -5,15 +5,16 @@ quantiles, a probability. At 10,000 points × 4,000 draws that array is 40 milli
 320 MB per temporary, and evaluating it whole is bound by memory traffic (about 0.1 s per
 numpy pass) and by ``np.quantile``'s partition along the draws (about 0.5 s). Here:
 
-- the points are split into chunks of about 256 kB that stay in cache, laid out point-major
-  (one row of draws per point), and the chunks run in threads: numpy's ufuncs and the numba
-  kernels below release the GIL, so every core works;
+- the points are split into chunks of :data:`CHUNK_BYTES` (64 points of 4,000 draws), laid
+  out point-major (one row of draws per point), evaluated in arrays each thread reuses, and
+  the chunks run in threads: numpy's ufuncs and the numba kernels below release the GIL, so
+  every core works;
 - :func:`row_quantiles` gives exactly ``np.quantile(values, probs, axis=1)`` (the default
   "linear" method) without partitioning every row from scratch: neighbouring points of a
   grid have nearly the same quantiles, so each row first counts the draws inside a narrow
   window around the quantiles extrapolated from the two rows before it, and sorts only the
   few draws in that window. A window that misses is widened, and after three misses the row
-  is partitioned in full, so the result never depends on the guess, only the time does;
+  is selected in full, so the result never depends on the guess, only the time does;
 - :func:`noise_cdf_rows` turns a chunk of log losses into per-draw probabilities
   P(observed loss ≤ target) and their mean and sd per point in one compiled pass, and
   :func:`t_cdf_integer` is the closed-form Student-t CDF it uses, for any array.
@@ -31,15 +32,15 @@ from typing import TypeVar
 import numba
 import numpy as np
 
-__all__ = ["Workspace", "map_point_chunks", "row_quantiles", "noise_cdf_rows", "t_cdf_integer", "worker_count",
-           "CHUNK_BYTES", "PARALLEL_MIN", "NU_INTEGER_MAX"]
+__all__ = ["Workspace", "map_point_chunks", "row_quantiles", "noise_cdf_rows", "t_cdf_integer",
+           "worker_count", "CHUNK_BYTES", "PARALLEL_MIN", "NU_INTEGER_MAX"]
 
 T = TypeVar("T")
 
 #: Bytes of one float64 (points × draws) chunk: 64 points of 4,000 draws. Measured on 2
-#: cores: 2 MB chunks beat 1 MB (0.47 s against 0.61 s for forecast + prob_below at 10,000
-#: points) as the fixed cost of a chunk shrinks, and the few arrays a thread reuses stay in
-#: the L2 and L3 caches.
+#: cores for forecast + prob_below at 10,000 points: 1 MB chunks 0.61 s, 2 MB 0.47 s, 4 MB
+#: 0.48 s, 8 MB 0.59 s; smaller chunks pay a chunk's fixed cost more often, larger ones
+#: fall out of the caches.
 CHUNK_BYTES = 2 * 1024 * 1024
 #: Below this many values (points × draws) a call runs in the calling thread only.
 PARALLEL_MIN = 2_000_000
@@ -50,7 +51,7 @@ _PAD_STEPS = 0.05
 # Windows tried around the extrapolated quantile before partitioning the row in full.
 _WINDOW_TRIES = 3
 _WINDOW_GROWTH = 8.0
-# Windows up to this many draws are sorted by insertion; larger ones are partitioned.
+# Windows up to this many draws are sorted by insertion; larger ones go to quickselect.
 _INSERTION_MAX = 48
 # Draws counted per block before a block is scanned for draws inside a window.
 _BLOCK = 256

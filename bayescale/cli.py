@@ -148,6 +148,9 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     fit = _fit_or_load(args)
     if args.flops is None and args.params is None:
         raise BayescaleError("give --flops, or --params with --tokens")
+    if args.flops is not None and (args.params is not None or args.tokens is not None):
+        raise BayescaleError("give either --flops or --params with --tokens, not both "
+                             "(flops is 6·params·tokens)")
     kwargs = ({"flops": args.flops} if args.flops is not None
               else {"params": args.params, "tokens": args.tokens})
     tables = [fit.forecast(**kwargs, prob=p, kind=args.kind) for p in sorted(args.prob)]

@@ -41,6 +41,10 @@ def test_fit_save_then_forecast_from_file(runs_csv, tmp_path, capsys):
     payload = json.loads(capsys.readouterr().out)
     assert payload["kind"] == "observed" and len(payload["forecast"]) == 2
     assert payload["forecast"][0]["loss_median"] > payload["forecast"][1]["loss_median"]
+    # Budgets and an explicit plan together: refused, not one of them silently dropped.
+    assert main(["forecast", str(fit_path), "--flops", "1e21", "--params", "1e9"]) == 2
+    assert ("give either --flops or --params with --tokens, not both"
+            in capsys.readouterr().err)
 
 
 def test_bad_csv_row_is_a_clear_error(tmp_path, capsys):
