@@ -69,6 +69,13 @@ class ScalingLaw(ABC):
     paper_parameters: ClassVar[tuple[str, ...]]
     formula: ClassVar[str]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if all(getattr(cls, name) is getattr(ScalingLaw, name)
+               for name in ("power_terms", "log_terms", "log_loss")):
+            raise TypeError(f"{cls.__name__} must define the law: power_terms (a sum of power "
+                            "laws), or log_terms, or log_loss")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -153,7 +160,11 @@ class ScalingLaw(ABC):
         try:
             terms = self.power_terms(theta, ref, np)
         except NotImplementedError:
-            return self._loss_from_log_terms(theta, log_x, ref, out)
+            # Any other law: exp of its log-sum-exp (exp(inf) is inf, as for the sum).
+            log_loss = self.log_loss(theta, log_x, ref, np)
+            if out is None:
+                return np.exp(log_loss)
+            return np.exp(log_loss, out=out)
         constant = [term for term in terms if term.input is None]
         varying = [term for term in terms if term.input is not None]
         shape = np.broadcast_shapes(*(np.shape(term.log_coefficient) for term in terms),
@@ -172,17 +183,6 @@ class ScalingLaw(ABC):
                 np.exp(work, out=work)
                 out += work
         return out
-
-    def _loss_from_log_terms(self, theta, log_x, ref, out):
-        terms = self.log_terms(theta, log_x, ref, np)
-        shape = np.broadcast_shapes(*(np.shape(term) for term in terms))
-        total = np.zeros(shape) if out is None else out
-        if out is not None:
-            total.fill(0.0)
-        with np.errstate(over="ignore"):
-            for term in terms:
-                total += np.exp(term)
-        return total
 
     @abstractmethod
     def paper_values(self, theta: Mapping[str, np.ndarray], ref: Mapping[str, float]) -> dict[str, np.ndarray]:

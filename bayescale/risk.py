@@ -36,6 +36,7 @@ has no allocation: the budget is all there is.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from typing import TYPE_CHECKING
 
@@ -203,13 +204,18 @@ def _mean_log_loss(fit: "ScalingFit", points: pd.DataFrame, mode: str) -> np.nda
     return _log_loss_rows(fit, draw_rows(fit), _log_inputs(points, mode))
 
 
+# ArviZ's ESS runs in the chunk threads; warnings.catch_warnings (ours and ArviZ's own) is
+# not thread-safe, and two at once can leave an "ignore" filter behind for good.
+_ESS_LOCK = threading.Lock()
+
+
 def _ess(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """ArviZ's ESS of the mean for each row of per-draw values (points, draws)."""
     import arviz as az
 
     chains, draws = shape
     cube = values.reshape(values.shape[0], chains, draws)
-    with warnings.catch_warnings():
+    with _ESS_LOCK, warnings.catch_warnings():   # the lock costs nothing: ESS holds the GIL
         warnings.simplefilter("ignore", RuntimeWarning)  # constant rows give nan; handled
         return np.asarray(az.ess(cube, method="mean", chain_axis=1, draw_axis=2),
                           dtype=np.float64).reshape(-1)

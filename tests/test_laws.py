@@ -139,3 +139,28 @@ def test_a_law_written_as_log_terms_gets_a_linear_loss_too():
     np.testing.assert_allclose(law.loss(theta, log_x, REF), np.exp(law.log_loss(theta, log_x, REF, np)), rtol=1e-13)
     out = np.empty(3)
     assert law.loss(theta, log_x, REF, out=out) is out
+
+
+def test_a_law_written_as_log_loss_alone_still_forecasts():
+    class OldStyle(ComputeLaw):
+        """Overrides log_loss only, the contract before power_terms existed."""
+
+        name = "old-style"
+
+        def power_terms(self, theta, ref, xp):
+            raise NotImplementedError
+
+        def log_loss(self, theta, log_x, ref, xp):
+            return xp.log(xp.exp(self.log_e(theta, ref, xp))
+                          + xp.exp(theta["a"] - theta["alpha"] * (log_x["flops"] - ref["log_ref_flops"])))
+
+    theta = {"E_fraction": 0.8, "a": -0.5, "alpha": 0.12}
+    log_x = {"flops": np.log(np.array([1e18, 1e26]))}
+    np.testing.assert_allclose(OldStyle().loss(theta, log_x, REF),
+                               np.exp(ComputeLaw().log_loss(theta, log_x, REF, np)), rtol=1e-13)
+
+
+def test_a_law_must_say_what_it_is():
+    with pytest.raises(TypeError, match="Empty must define the law: power_terms"):
+        class Empty(bs.ScalingLaw):
+            name = "empty"

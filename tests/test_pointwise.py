@@ -107,6 +107,8 @@ def test_t_cdf_integer_any_shape():
     assert np.isnan(t_cdf_integer(np.array([np.nan]), 4)[0])
     with pytest.raises(ValueError, match=r"nu must be a whole number in \[1, 200\], got 201"):
         t_cdf_integer(z, 201)
+    with pytest.raises(ValueError, match=r"nu must be a whole number in \[1, 200\], got 4.5"):
+        t_cdf_integer(z, 4.5)
 
 
 # -- chunks and threads --------------------------------------------------------------------
@@ -204,3 +206,25 @@ def test_median_split_is_remembered_per_fit_and_budgets(spread_fit):
     again = forecast.median_optimal_log_params(spread_fit, budgets)
     assert again is not first
     np.testing.assert_array_equal(again, first)
+
+
+def test_threaded_ess_leaves_the_warning_filters_alone(monkeypatch):
+    """ArviZ's ESS in two threads at once must not leave an 'ignore' filter behind."""
+    runs = bs.load_dataset("chinchilla", drop_highest_loss=5)
+    fit = synthetic_posterior_fit(runs, spread=0.05, chains=4, draws=1000)
+    monkeypatch.setattr(pointwise, "worker_count", lambda: 2)
+    filters = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bs.ExtrapolationWarning)
+        for _ in range(3):
+            fit.prob_below(2.1, flops=np.geomspace(1e20, 1e23, 3000))   # 12M values: threads
+    assert warnings.filters == filters
+    with pytest.warns(bs.ExtrapolationWarning):
+        fit.forecast(flops=[1e30])
+
+
+def test_no_budgets_give_empty_tables(spread_fit):
+    table = spread_fit.forecast(flops=[])
+    assert len(table) == 0 and "loss_upper" in table
+    assert len(spread_fit.prob_below(2.0, flops=[])) == 0
+    assert len(spread_fit.optimal_allocation([])) == 0
