@@ -172,16 +172,20 @@ class ScalingLaw(ABC):
         out = np.empty(shape) if out is None else out
         work = np.empty(shape) if work is None else work
         with np.errstate(over="ignore"):
-            if constant:
-                np.copyto(out, sum(np.exp(term.log_coefficient) for term in constant))
-            else:
-                out.fill(0.0)
-            for term in varying:
+            # The first term is computed in ``out`` itself: one pass fewer than zeroing it.
+            for k, term in enumerate(varying):
+                target = out if k == 0 else work
                 centred = log_x[term.input] - ref[f"log_ref_{term.input}"]
-                np.multiply(term.exponent, centred, out=work)
-                np.subtract(term.log_coefficient, work, out=work)
-                np.exp(work, out=work)
-                out += work
+                np.multiply(term.exponent, centred, out=target)
+                np.subtract(term.log_coefficient, target, out=target)
+                np.exp(target, out=target)
+                if k:
+                    out += work
+            total_constant = sum(np.exp(term.log_coefficient) for term in constant)
+            if not varying:
+                np.copyto(out, total_constant)
+            elif constant:
+                out += total_constant
         return out
 
     @abstractmethod
