@@ -147,8 +147,9 @@ class ScalingLaw(ABC):
         """L itself (numpy): the sum of the exponentiated terms, broadcasting as in
         :meth:`log_terms`.
 
-        A third of the work of ``exp(log_loss)``: every term is positive, so the sum loses
-        no precision, and a loss beyond float64's range comes out ``inf`` either way.
+        Less work than ``exp(log_loss)`` (one exponential a term, no logarithm, no shift):
+        every term is positive, so the sum loses no precision, and a loss beyond float64's
+        range comes out ``inf`` either way.
 
         Parameters
         ----------

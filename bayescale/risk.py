@@ -139,7 +139,7 @@ def _prob_draws(fit: "ScalingFit", log_target: float | np.ndarray, mu: np.ndarra
 
 def _log_of_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_x: dict[str, np.ndarray],
                  workspace: "Workspace | None" = None) -> np.ndarray:
-    """log L, from the law's linear form (3x cheaper than log-sum-exp) while L is finite.
+    """log L, from the law's linear form (cheaper than log-sum-exp) while L is finite.
 
     With a ``workspace`` the result is one of its arrays, of shape (points, draws).
     """
