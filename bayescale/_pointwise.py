@@ -3,7 +3,8 @@
 Forecasts and risk reduce a (points × draws) array to a few numbers per point: a mean,
 quantiles, a probability. At 10,000 points × 4,000 draws that array is 40 million values,
 320 MB per temporary, and evaluating it whole is bound by memory traffic (about 0.1 s per
-numpy pass) and by ``np.quantile``'s partition along the draws (about 0.5 s). Here:
+numpy pass) and by ``np.quantile``'s partition along the draws (about 1 s for three levels).
+Here:
 
 - the points are split into chunks of :data:`CHUNK_BYTES` (65 points of 4,000 draws), laid
   out point-major (one row of draws per point), evaluated in arrays each thread reuses, and
@@ -182,7 +183,8 @@ def _gather_window(row, low, high, buf):
     """Count the draws below [low, high] and copy those inside it to ``buf``.
 
     Blocks are counted with the vectorised loop and only blocks holding a draw inside the
-    window are scanned one by one: 5x faster than one branchy loop for narrow windows.
+    window are scanned one by one: for a window of a few draws 0.5 µs a row of 4,000
+    instead of 2.6 µs for one branchy loop.
     """
     below = 0
     inside = 0
@@ -374,8 +376,8 @@ def _t_cdf_flat(z, nu, out):
 def t_cdf_integer(z: np.ndarray, nu: int) -> np.ndarray:
     """Student-t CDF with whole-number ``nu`` (1 ≤ nu ≤ :data:`NU_INTEGER_MAX`), any shape.
 
-    The finite series is exact to rounding (|error| < 1e-13 against scipy) and about 5x
-    faster than :func:`scipy.special.stdtr`.
+    The finite series is exact to rounding (|error| < 1e-13 against scipy) and about 30x
+    faster than :func:`scipy.special.stdtr` (6.5 against 195 ns a value, measured here).
     """
     if not (float(nu).is_integer() and 1 <= nu <= NU_INTEGER_MAX):
         raise ValueError(f"nu must be a whole number in [1, {NU_INTEGER_MAX}], got {nu!r}")

@@ -3,7 +3,6 @@
 Tables over many points are summarised chunk by chunk on every core
 (:mod:`bayescale._pointwise`), so 10,000 budgets × 4,000 draws never sit in memory at once.
 
-
 Two kinds of band:
 
 - ``kind="mean"``: uncertainty about the law itself — where the expected loss of a run at

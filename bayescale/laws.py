@@ -171,7 +171,8 @@ class ScalingLaw(ABC):
         shape = np.broadcast_shapes(*(np.shape(term.log_coefficient) for term in terms),
                                     *(np.shape(log_x[term.input]) for term in varying))
         out = np.empty(shape) if out is None else out
-        work = np.empty(shape) if work is None else work
+        if work is None and len(varying) > 1:
+            work = np.empty(shape)
         with np.errstate(over="ignore"):
             # The first term is computed in ``out`` itself: one pass fewer than zeroing it.
             for k, term in enumerate(varying):

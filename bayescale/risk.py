@@ -71,8 +71,8 @@ def noise_cdf(z: np.ndarray, nu: np.ndarray | float | None) -> np.ndarray:
 
     For a whole-number ``nu`` shared by every draw (the default fixes ν = 4) the closed-form
     finite series is used (:func:`bayescale._pointwise.t_cdf_integer`); it is exact to
-    rounding and about 5x faster than :func:`scipy.special.stdtr`, which handles every
-    other ``nu``.
+    rounding and about 30x faster than :func:`scipy.special.stdtr` (6.5 against 195 ns a
+    value on this project's machine), which handles every other ``nu``.
 
     Parameters
     ----------
@@ -149,7 +149,8 @@ def _log_of_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_x: dict[st
         buffers = {"out": workspace.array("loss", rows, fit.n_draws),
                    "work": workspace.array("work", rows, fit.n_draws)}
     loss = fit.law.loss(theta, log_x, fit.reference, **buffers)
-    if np.isinf(loss).any():  # L beyond 1e308: only log-sum-exp keeps the value finite
+    # L beyond 1e308 (L > 0, so its max tells): only log-sum-exp keeps the value finite.
+    if loss.size and math.isinf(loss.max()):
         return fit.law.log_loss(theta, log_x, fit.reference, np)
     return np.log(loss, out=loss)
 
@@ -182,7 +183,7 @@ def _points(fit: "ScalingFit", flops: object, params: object, tokens: object,
     return resolve_points(fit, flops=flops)
 
 
-def _log_inputs(points: pd.DataFrame, mode: str) -> dict[str, np.ndarray]:
+def _point_log_inputs(points: pd.DataFrame, mode: str) -> dict[str, np.ndarray]:
     """log flops, and log params and tokens unless each draw trains at its own optimum, as
     columns of shape (points, 1)."""
     names = ["flops"]
@@ -193,7 +194,7 @@ def _log_inputs(points: pd.DataFrame, mode: str) -> dict[str, np.ndarray]:
 
 def _log_loss_rows(fit: "ScalingFit", theta: dict[str, np.ndarray], log_x: dict[str, np.ndarray],
                    workspace: "Workspace | None" = None) -> np.ndarray:
-    """The law's log loss per point and draw (points, draws) at :func:`_log_inputs`."""
+    """The law's log loss per point and draw (points, draws) at :func:`_point_log_inputs`."""
     if "params" not in log_x:
         return _oracle_log_loss(fit, theta, log_x["flops"], workspace)
     return _log_of_loss(fit, theta, log_x, workspace)
@@ -201,7 +202,7 @@ def _log_loss_rows(fit: "ScalingFit", theta: dict[str, np.ndarray], log_x: dict[
 
 def _mean_log_loss(fit: "ScalingFit", points: pd.DataFrame, mode: str) -> np.ndarray:
     """The law's log loss per point and draw, shape (points, draws)."""
-    return _log_loss_rows(fit, draw_rows(fit), _log_inputs(points, mode))
+    return _log_loss_rows(fit, draw_rows(fit), _point_log_inputs(points, mode))
 
 
 # ArviZ's ESS runs in the chunk threads; warnings.catch_warnings (ours and ArviZ's own) is
@@ -317,7 +318,7 @@ def prob_below(fit: "ScalingFit", target: float, flops: object = None, *, params
     whole_nu = None if nu is None or not compiled else _whole_nu(nu)
 
     theta = draw_rows(fit)
-    log_x = _log_inputs(points, mode)
+    log_x = _point_log_inputs(points, mode)
 
     def chunk_probs(part: slice, workspace: Workspace) -> tuple[np.ndarray, np.ndarray]:
         mu = _log_loss_rows(fit, theta, {name: x[part] for name, x in log_x.items()}, workspace)
