@@ -424,6 +424,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    candidates = None
+    if args.candidates is not None:
+        candidates = pd.read_csv(args.candidates)
+    if args.plot is not None and Path(args.plot).exists() and not args.force:
+        raise FileExistsError(f"{args.plot} exists; pass --force to replace it")
+    fit = _fit_or_load(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = fit.plan_runs(target_flops=args.target_flops, candidates=candidates,
+                              budget=args.budget, objective=args.objective, k=args.k,
+                              target=args.target, n_outcomes=args.outcomes,
+                              random_seed=args.seed)
+    _report_warnings(caught)
+    attrs = table.attrs
+    if args.plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from .io import atomic_write
+        from .plotting import plot_plan
+
+        ax = plot_plan(table)
+        with atomic_write(Path(args.plot), overwrite=args.force) as tmp:
+            ax.figure.savefig(tmp, format="png", dpi=130)
+    if args.json:
+        print(json.dumps({"attrs": {k: v for k, v in attrs.items()},
+                          "candidates": _json_records(table)}))
+        return 0
+    from .report import plan_summary_lines
+
+    for line in plan_summary_lines(table):
+        print(line)
+    shown = table.head(args.top)
+    out = pd.DataFrame({
+        "N (params)": shown["params"].map(_sci), "D (tokens)": shown["tokens"].map(_sci),
+        "FLOPs": shown["flops"].map(_sci), "cost": shown["cost"].map(_sci),
+        f"reduction ({attrs['units']})": [f"{r:.3g} +- {m:.1g}" for r, m in
+                                          zip(shown["expected_reduction"], shown["mcse"])],
+        "share": shown["relative_reduction"].map(lambda v: f"{100 * v:.1f}%"),
+        "per cost": shown["per_cost"].map(_sci), "ESS": shown["ess"].map(lambda v: f"{v:.0f}"),
+        "pick": shown["pick"].map(lambda v: str(int(v)) if v else "")})
+    print(f"\nTop {len(shown)} of {len(table)} candidates by expected reduction per unit cost")
+    print(out.to_string(index=False))
+    if args.plot is not None:
+        print(f"Wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bayescale`` command."""
     parser = argparse.ArgumentParser(
@@ -520,6 +569,29 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--title", help="title of the report")
     report.add_argument("--force", action="store_true", help="replace an existing report")
     report.set_defaults(handler=cmd_report)
+
+    plan = sub.add_parser("plan", help="which pilot runs to train first: expected reduction of "
+                                       "the forecast's uncertainty per FLOP")
+    _add_run_arguments(plan)
+    _add_fit_arguments(plan)
+    plan.add_argument("--target-flops", type=_positive_float, required=True,
+                      help="budget in FLOPs of the big run the pilots should inform")
+    plan.add_argument("--budget", type=_positive_float,
+                      help="most a pilot may cost, and the total for --k pilots "
+                           "(default: target-flops / 100)")
+    plan.add_argument("--k", type=int, default=1, help="pilots to pick greedily (default 1)")
+    plan.add_argument("--objective", choices=["band", "prob", "split"], default="band",
+                      help="band: 90%% band of loss at the target; prob: uncertainty of "
+                           "P(loss <= --target); split: band of tokens per parameter")
+    plan.add_argument("--target", type=_positive_float, help="target loss (for --objective prob)")
+    plan.add_argument("--candidates", help="CSV of runnable pilots: params, tokens, optional cost")
+    plan.add_argument("--outcomes", type=int, default=100,
+                      help="simulated outcomes per candidate (default 100)")
+    plan.add_argument("--top", type=int, default=10, help="candidates to print (default 10)")
+    plan.add_argument("--plot", help="also write the plan figure to this PNG")
+    plan.add_argument("--force", action="store_true", help="replace an existing --plot file")
+    plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    plan.set_defaults(handler=cmd_plan)
 
     demo = sub.add_parser("demo", help="fit the bundled Chinchilla runs, print tables, save a PNG")
     _add_fit_arguments(demo)

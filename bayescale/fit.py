@@ -371,6 +371,68 @@ class ScalingFit:
 
         return inference_optimal_allocation(self, target, inference_tokens, prob)
 
+    def plan_runs(self, target_flops: float, candidates: pd.DataFrame | None = None,
+                  budget: float | None = None, objective: str = "band", k: int = 1, *,
+                  target: float | None = None, prob: float = 0.9, kind: str = "observed",
+                  n_outcomes: int = 100, grid_size: int = 12,
+                  random_seed: int | None = None) -> pd.DataFrame:
+        """Which pilot runs to train first: expected reduction of an uncertainty per FLOP.
+
+        Preposterior analysis on the draws (no new sampling): each candidate's loss is
+        simulated from the predictive, the draws are reweighted by its likelihood, and the
+        objective is averaged over the simulated outcomes. See :mod:`bayescale.plan`.
+
+        Parameters
+        ----------
+        target_flops : float
+            The budget (FLOPs) of the big run the pilots should inform.
+        candidates : pandas.DataFrame, optional
+            A pool of runnable experiments: ``params``, ``tokens`` (``flops`` for a compute
+            law) and an optional ``cost`` (default 6·N·D FLOPs). Default: a log grid of (N, D)
+            cheaper than ``budget`` within the runs' range (:func:`bayescale.plan.default_candidates`).
+        budget : float, optional
+            Most a pilot may cost and, with ``k`` > 1, the total for all picks (in the units
+            of ``cost``). Default for the grid: ``target_flops / 100``; no limit for a pool.
+            With a budget, the greedy picks maximise the total expected reduction (the
+            better of picking by reduction per cost and by reduction alone).
+        objective : {"band", "prob", "split"}
+            ``"band"``: width of the ``prob`` band of one run's loss at ``target_flops``;
+            ``"prob"``: posterior variance of P(loss ≤ ``target``) there; ``"split"``: width
+            of the ``prob`` band of the compute-optimal tokens per parameter.
+        k : int
+            Number of pilots to pick greedily, each given the ones before it.
+        target : float, optional
+            Target loss, required for ``objective="prob"``.
+        prob : float
+            Band level of the width objectives.
+        kind : {"observed", "mean"}
+            The band of ``objective="band"``: one run's measured loss (as ``forecast``) or
+            the law's expected loss.
+        n_outcomes : int
+            Simulated outcomes per candidate (the MCSE falls as 1/√n_outcomes).
+        grid_size : int
+            Points per axis of the default grid.
+        random_seed : int, optional
+            Seed of the simulated outcomes; defaults to the fit's seed.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per candidate, the picks first (in order), then the rest by
+            ``per_cost``: ``params``, ``tokens``,
+            ``flops``, ``cost``, ``expected_reduction`` (objective units, ``attrs["units"]``),
+            ``relative_reduction`` (share of today's value, ``attrs["current"]``),
+            ``per_flop``, ``per_cost``, ``mcse``, ``ess`` (median Kish effective sample size
+            of the reweighted draws), ``pick`` (1..k for the greedy picks, else 0),
+            ``pick_reduction`` and ``pick_mcse`` (given the earlier picks) and
+            ``cumulative_reduction``.
+        """
+        from .plan import plan_runs
+
+        return plan_runs(self, target_flops, candidates=candidates, budget=budget,
+                         objective=objective, k=k, target=target, prob=prob, kind=kind,
+                         n_outcomes=n_outcomes, grid_size=grid_size, random_seed=random_seed)
+
     def save(self, path: str | PathLike[str], *, overwrite: bool = False) -> None:
         """Save the fit (posterior, runs, law, priors) to a netCDF file, atomically.
 

@@ -449,6 +449,61 @@ def _backtest_section(b: _Builder, result: Any) -> None:
     b.figure(fig, "backtest", "Forecast against actual loss for every held-out run.")
 
 
+def plan_summary_lines(plan: pd.DataFrame) -> list[str]:
+    """Plain sentences about a plan from :meth:`~bayescale.ScalingFit.plan_runs`: today's
+    objective, the greedy picks and what they are expected to buy."""
+    a = plan.attrs
+    what = {"band": f"width of the {round(100 * a['prob'])}% band of one run's loss",
+            "prob": f"variance of P(loss ≤ {a.get('target')})",
+            "split": f"width of the {round(100 * a['prob'])}% band of tokens per parameter"}
+    where = f"at {fmt_flops(a['target_flops'])} FLOPs"
+    if np.isfinite(a.get("target_params", math.nan)):
+        where += (f" (N ≈ {fmt_flops(a['target_params'])}, "
+                  f"D ≈ {fmt_flops(a['target_tokens'])})")
+    lines = [f"Objective: the {what[a['objective']]} {where}; today {a['current']:.4g} "
+             f"{a['units']}. Expected reductions from {a['n_outcomes']} simulated outcomes "
+             f"per pilot, reweighting {a['n_draws']} posterior draws."]
+    picks = plan[plan["pick"] > 0].sort_values("pick")
+    for _, r in picks.iterrows():
+        size = (f"N = {fmt_flops(r['params'])}, D = {fmt_flops(r['tokens'])}"
+                if np.isfinite(r["params"]) else f"C = {fmt_flops(r['flops'])} FLOPs")
+        lines.append(f"Pick {int(r['pick'])}: {size} (cost {fmt_flops(r['cost'])}): expected "
+                     f"reduction {r['pick_reduction']:.3g} ± {r['pick_mcse']:.1g} {a['units']}"
+                     f" given the picks before it; {100 * r['cumulative_reduction'] / a['current']:.1f}% "
+                     f"of today's value in total (ESS {r['ess']:.0f}).")
+    return lines
+
+
+def _plan_section(b: _Builder, plan: pd.DataFrame, fit: "ScalingFit") -> None:
+    """Which pilot runs to train next (the table of :meth:`ScalingFit.plan_runs`)."""
+    from .plotting import plot_plan
+
+    b.heading("Plan the next runs")
+    b.paragraph("Before paying for the big run, which smaller runs would pin its forecast down "
+                "most per unit of compute? For each candidate pilot the posterior simulates "
+                "what it would measure, reweights the posterior draws by that measurement "
+                "and recomputes the uncertainty; the average over simulated outcomes is the "
+                "expected reduction (± its Monte-Carlo error). Train a pick, refit, and plan "
+                "again: the real outcome replaces the simulated ones.")
+    b.bullets(plan_summary_lines(plan))
+    units = plan.attrs["units"]
+    top = plan.head(10)
+    b.table(pd.DataFrame({
+        "N (params)": top["params"].map(fmt_flops), "D (tokens)": top["tokens"].map(fmt_flops),
+        "cost": top["cost"].map(fmt_flops),
+        f"expected reduction ({units})": [f"{r:.3g} ± {m:.1g}" for r, m in
+                                          zip(top["expected_reduction"], top["mcse"])],
+        "share of today": top["relative_reduction"].map(lambda v: f"{100 * v:.1f}%"),
+        "per unit cost": top["per_cost"].map(lambda v: f"{v:.3g}"),
+        "ESS": top["ess"].map(lambda v: f"{v:.0f}"),
+        "pick": top["pick"].map(lambda v: str(int(v)) if v else "")}),
+        f"The {len(top)} best of {len(plan)} candidate pilots by expected reduction per unit cost")
+    fig = _figure()
+    plot_plan(plan, fit, ax=fig.add_subplot())
+    b.figure(fig, "plan", "Expected reduction per unit cost over the (N, D) plane; the greedy "
+                          "picks circled and numbered, trained runs as dots.")
+
+
 def _caveats(fit: "ScalingFit", budgets: list[float], caught: list[warnings.WarningMessage],
              backtest: Any = None) -> list[str]:
     frame = fit.runs.frame
@@ -517,7 +572,7 @@ def _relevant(w: warnings.WarningMessage) -> bool:
 def build_report(fit: "ScalingFit", *, target: float | None = None, budget: float | None = None,
                  budgets: Sequence[float] | None = None, targets: Sequence[float] | None = None,
                  prob: float = 0.8, backtest: Any = None, title: str | None = None,
-                 dpi: int = _DPI) -> Report:
+                 dpi: int = _DPI, plan: pd.DataFrame | None = None) -> Report:
     """Compute everything a report shows and return it as a :class:`Report` (nothing written).
 
     See :func:`write_report` for the parameters.
@@ -550,6 +605,8 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
         _posterior_section(b, fit)
         if backtest is not None:
             _backtest_section(b, backtest)
+        if plan is not None:
+            _plan_section(b, plan, fit)
     caveats = _caveats(fit, budget_list, [w for w in caught if _relevant(w)], backtest)
     b.heading("Caveats")
     b.bullets(caveats)
@@ -726,7 +783,7 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
                  budget: float | None = None, budgets: Sequence[float] | None = None,
                  targets: Sequence[float] | None = None, prob: float = 0.8,
                  backtest: Any = None, overwrite: bool = False, title: str | None = None,
-                 dpi: int = _DPI) -> Path:
+                 dpi: int = _DPI, plan: pd.DataFrame | None = None) -> Path:
     """Write a report of a fit: self-contained HTML, or Markdown with a folder of PNGs.
 
     Contents: the headline sentence; data summary; law, priors and likelihood; diagnostics
@@ -755,6 +812,9 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
         Confidence level of the headline's compute-to-reach (default 0.8).
     backtest : Backtest, optional
         A result of :func:`bayescale.backtest` to summarise.
+    plan : pandas.DataFrame, optional
+        A result of :meth:`~bayescale.ScalingFit.plan_runs`: adds the section "Plan the
+        next runs" (picks, the best candidates, the figure of :func:`~bayescale.plotting.plot_plan`).
     overwrite : bool
         Replace an existing report (and, for Markdown, its figure folder).
     title : str, optional
@@ -784,7 +844,7 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
     if not target_path.parent.exists():
         raise FileNotFoundError(f"directory {str(target_path.parent)!r} does not exist")
     report = build_report(fit, target=target, budget=budget, budgets=budgets, targets=targets,
-                          prob=prob, backtest=backtest, title=title, dpi=dpi)
+                          prob=prob, backtest=backtest, title=title, dpi=dpi, plan=plan)
     from . import __version__
     from .io import atomic_write
 
