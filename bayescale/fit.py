@@ -374,7 +374,7 @@ class ScalingFit:
     def plan_runs(self, target_flops: float, candidates: pd.DataFrame | None = None,
                   budget: float | None = None, objective: str = "band", k: int = 1, *,
                   target: float | None = None, prob: float = 0.9, kind: str = "observed",
-                  n_outcomes: int = 100, grid_size: int = 12,
+                  greedy: str = "best", n_outcomes: int = 100, grid_size: int = 12,
                   random_seed: int | None = None) -> pd.DataFrame:
         """Which pilot runs to train first: expected reduction of an uncertainty per FLOP.
 
@@ -393,8 +393,7 @@ class ScalingFit:
         budget : float, optional
             Most a pilot may cost and, with ``k`` > 1, the total for all picks (in the units
             of ``cost``). Default for the grid: ``target_flops / 100``; no limit for a pool.
-            With a budget, the greedy picks maximise the total expected reduction (the
-            better of picking by reduction per cost and by reduction alone).
+            The greedy picks aim at the largest total expected reduction (see ``greedy``).
         objective : {"band", "prob", "split"}
             ``"band"``: width of the ``prob`` band of one run's loss at ``target_flops``;
             ``"prob"``: posterior variance of P(loss ≤ ``target``) there; ``"split"``: width
@@ -408,6 +407,10 @@ class ScalingFit:
         kind : {"observed", "mean"}
             The band of ``objective="band"``: one run's measured loss (as ``forecast``) or
             the law's expected loss.
+        greedy : {"best", "ratio", "gain"}
+            How each pick is chosen: by expected reduction per unit cost (``"ratio"``), by
+            expected reduction among the affordable (``"gain"``), or both, keeping the set with
+            the larger total (``"best"``, the usual rule for budgeted greedy selection).
         n_outcomes : int
             Simulated outcomes per candidate (the MCSE falls as 1/√n_outcomes).
         grid_size : int
@@ -423,7 +426,8 @@ class ScalingFit:
             ``flops``, ``cost``, ``expected_reduction`` (objective units, ``attrs["units"]``),
             ``relative_reduction`` (share of today's value, ``attrs["current"]``),
             ``per_flop``, ``per_cost``, ``mcse``, ``ess`` (median Kish effective sample size
-            of the reweighted draws), ``pick`` (1..k for the greedy picks, else 0),
+            of the reweighted draws), ``pick`` (1..k for the greedy picks, else 0), ``khat``
+            (the picks' median PSIS Pareto k; above 0.7 the reweighting is unreliable),
             ``pick_reduction`` and ``pick_mcse`` (given the earlier picks) and
             ``cumulative_reduction``.
         """
@@ -431,7 +435,8 @@ class ScalingFit:
 
         return plan_runs(self, target_flops, candidates=candidates, budget=budget,
                          objective=objective, k=k, target=target, prob=prob, kind=kind,
-                         n_outcomes=n_outcomes, grid_size=grid_size, random_seed=random_seed)
+                         greedy=greedy, n_outcomes=n_outcomes, grid_size=grid_size,
+                         random_seed=random_seed)
 
     def save(self, path: str | PathLike[str], *, overwrite: bool = False) -> None:
         """Save the fit (posterior, runs, law, priors) to a netCDF file, atomically.

@@ -61,11 +61,17 @@ __all__ = ["OBJECTIVES", "plan_runs", "default_candidates", "objective_draws",
            "reweighted_objective", "pilot_log_likelihood", "PlanWarning"]
 
 OBJECTIVES = ("band", "prob", "split")
+#: How the greedy ranks candidates: by reduction per cost, by reduction, or the better total.
+GREEDY_RULES = ("best", "ratio", "gain")
 #: Objective units, for tables and plots.
 OBJECTIVE_UNITS = {"band": "nats", "prob": "probability²", "split": "tokens/param"}
 #: A candidate whose median effective sample size over outcomes falls below this gets a warning:
 #: its reweighted posterior rests on too few draws for the reduction to be trusted.
 ESS_WARN = 100.0
+#: Pareto k (PSIS) above which importance weights are unreliable (Vehtari et al. 2024).
+KHAT_WARN = 0.7
+#: Simulated outcomes per pick on which the Pareto k is computed (PSIS is slow in Python).
+KHAT_OUTCOMES = 20
 _LOG6 = math.log(6.0)
 
 
@@ -305,7 +311,7 @@ def _expected_objectives(fit: "ScalingFit", mu: np.ndarray, outcomes: np.ndarray
 def plan_runs(fit: "ScalingFit", target_flops: float, candidates: pd.DataFrame | None = None,
               budget: float | None = None, objective: str = "band", k: int = 1, *,
               target: float | None = None, prob: float = 0.9, kind: str = "observed",
-              n_outcomes: int = 100, grid_size: int = 12,
+              greedy: str = "best", n_outcomes: int = 100, grid_size: int = 12,
               random_seed: int | None = None) -> pd.DataFrame:
     """Rank candidate pilot runs by the expected reduction of an uncertainty per unit cost.
 
@@ -321,6 +327,8 @@ def plan_runs(fit: "ScalingFit", target_flops: float, candidates: pd.DataFrame |
         target = _positive("target", target)
     if not 0.0 < float(prob) < 1.0:
         raise ValueError(f"prob must be in (0, 1), got {prob!r}")
+    if greedy not in GREEDY_RULES:
+        raise ValueError(f"greedy must be one of {GREEDY_RULES}, got {greedy!r}")
     if kind not in ("observed", "mean"):
         raise ValueError(f"kind must be 'observed' or 'mean', got {kind!r}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -365,16 +373,16 @@ def plan_runs(fit: "ScalingFit", target_flops: float, candidates: pd.DataFrame |
         after, ess = _expected_objectives(fit, mu, outcomes, base, values, objective, prob)
         reduction = before[None, :] - after
         return (reduction.mean(axis=1), reduction.std(axis=1, ddof=1) / math.sqrt(n_out),
-                np.median(ess, axis=1))
+                np.median(ess, axis=1), outcomes)
 
     zero_base = np.zeros((n_out, fit.n_draws))
     first = evaluate(zero_base, np.full(n_out, current), seed + 1)
-    expected, mcse, median_ess = first
+    expected, mcse, median_ess, _ = first
     ranking = pool.assign(expected_reduction=expected, relative_reduction=expected / current,
                           per_flop=expected / pool["flops"].to_numpy(), per_cost=expected / costs,
                           mcse=mcse, ess=median_ess)
 
-    def greedy(rule: str) -> list[dict[str, float]]:
+    def greedy_picks(rule: str) -> list[dict[str, float]]:
         """k picks, each the best by ``rule`` ("ratio": reduction per cost, "gain": reduction)
         among the unpicked candidates that fit the budget left, given the picks before it."""
         picks: list[dict[str, float]] = []
@@ -383,7 +391,7 @@ def plan_runs(fit: "ScalingFit", target_flops: float, candidates: pd.DataFrame |
             if j:
                 before = _given_base(base, values, objective, prob)
                 result = evaluate(base, before, seed + 1 + 2 * j)
-            gain, error, spread = result
+            gain, error, spread, outcomes = result
             taken = [p["index"] for p in picks]
             open_ = np.flatnonzero(costs <= remaining)
             open_ = open_[~np.isin(open_, taken)]
@@ -391,8 +399,12 @@ def plan_runs(fit: "ScalingFit", target_flops: float, candidates: pd.DataFrame |
                 break
             score = gain[open_] / costs[open_] if rule == "ratio" else gain[open_]
             best = int(open_[np.argmax(score)])
+            # Log weights of the pick at a few outcomes, for the PSIS diagnostic below.
+            some = slice(0, min(n_out, KHAT_OUTCOMES))
+            log_w = base[some] + pilot_log_likelihood(fit, mu[best], outcomes[best, some])
             picks.append({"index": best, "reduction": float(gain[best]),
-                          "mcse": float(error[best]), "ess": float(spread[best])})
+                          "mcse": float(error[best]), "ess": float(spread[best]),
+                          "log_w": log_w})
             remaining -= costs[best]
             if j + 1 < k:
                 # The pick's own simulated outcome at each outcome draw; later rounds weight by it.
@@ -402,9 +414,8 @@ def plan_runs(fit: "ScalingFit", target_flops: float, candidates: pd.DataFrame |
 
     # Budgeted greedy: by reduction per cost, and by reduction alone; keep the better total
     # (the cost-effective rule alone can spend a sliver of the budget on tiny runs).
-    candidates_picks = {"ratio": greedy("ratio")}
-    if budget is not None or k == 1:
-        candidates_picks["gain"] = greedy("gain")
+    rules = ("ratio", "gain") if greedy == "best" else (greedy,)
+    candidates_picks = {r: greedy_picks(r) for r in rules}
     rule = max(candidates_picks, key=lambda r: sum(p["reduction"] for p in candidates_picks[r]))
     picks = candidates_picks[rule]
     if len(picks) < k:
@@ -412,19 +423,27 @@ def plan_runs(fit: "ScalingFit", target_flops: float, candidates: pd.DataFrame |
                       PlanWarning, stacklevel=3)
 
     ranking["pick"] = 0
+    ranking["khat"] = np.nan
     ranking["pick_reduction"] = np.nan
     ranking["pick_mcse"] = np.nan
     ranking["cumulative_reduction"] = np.nan
     cumulative = 0.0
     for number, pick in enumerate(picks, start=1):
         cumulative += pick["reduction"]
-        ranking.loc[pick["index"], ["pick", "pick_reduction", "pick_mcse", "cumulative_reduction"]] = \
-            [number, pick["reduction"], pick["mcse"], cumulative]
-    if any(p["ess"] < ESS_WARN for p in picks):
-        warnings.warn(f"the reweighted posterior of a pick rests on fewer than {ESS_WARN:.0f} "
-                      "effective draws (median over outcomes): its expected reduction is less "
-                      "certain than its mcse says; refit with more draws", PlanWarning,
-                      stacklevel=3)
+        # Pareto k of the importance weights (ArviZ's PSIS): above 0.7 the reweighted
+        # draws do not represent the updated posterior well.
+        khat = _median_khat(pick["log_w"])
+        ranking.loc[pick["index"], ["pick", "khat", "pick_reduction", "pick_mcse",
+                                    "cumulative_reduction"]] = \
+            [number, khat, pick["reduction"], pick["mcse"], cumulative]
+    weak = ranking[(ranking["pick"] > 0) & ((ranking["ess"] < ESS_WARN)
+                                            | (ranking["khat"] > KHAT_WARN))]
+    if len(weak):
+        warnings.warn(f"the reweighted posterior of pick(s) {sorted(weak['pick'].astype(int))} "
+                      f"rests on few effective draws (median ESS < {ESS_WARN:.0f} or Pareto k > "
+                      f"{KHAT_WARN}): the pilot would teach the fit more than its draws can "
+                      "represent, so its expected reduction is less certain than its mcse; "
+                      "refit with more draws, or train it and refit", PlanWarning, stacklevel=3)
     # The picks first, in order; then the rest by reduction per unit cost.
     key = np.where(ranking["pick"] > 0, ranking["pick"], np.inf)
     ranking = ranking.assign(_key=key).sort_values(["_key", "per_cost"], ascending=[True, False],
@@ -439,6 +458,21 @@ def plan_runs(fit: "ScalingFit", target_flops: float, candidates: pd.DataFrame |
         "total_expected_reduction": cumulative,
         "pick_cost": float(sum(costs[p["index"]] for p in picks))})
     return ranking
+
+
+def _median_khat(log_w: np.ndarray) -> float:
+    """Median over outcomes of the PSIS Pareto k of log weights (outcomes, draws); equal
+    weights (nothing learnt) count as k = 0."""
+    from arviz_stats.base import array_stats
+
+    varies = np.ptp(log_w, axis=1) > 1e-12
+    khat = np.zeros(log_w.shape[0])
+    if varies.any():
+        try:
+            khat[varies] = array_stats.psislw(log_w[varies], r_eff=1.0, axis=-1)[1]
+        except ValueError:   # a tail too flat to fit: PSIS cannot judge it
+            khat[varies] = np.nan
+    return float(np.median(khat))
 
 
 def _given_base(base: np.ndarray, values: np.ndarray, objective: str,
