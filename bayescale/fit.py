@@ -375,6 +375,7 @@ class ScalingFit:
                   budget: float | None = None, objective: str = "band", k: int = 1, *,
                   target: float | None = None, prob: float = 0.9, kind: str = "observed",
                   greedy: str = "best", n_outcomes: int = 100, grid_size: int = 12,
+                  target_points: pd.DataFrame | None = None,
                   random_seed: int | None = None) -> pd.DataFrame:
         """Which pilot runs to train first: expected reduction of an uncertainty per FLOP.
 
@@ -415,6 +416,10 @@ class ScalingFit:
             Simulated outcomes per candidate (the MCSE falls as 1/√n_outcomes).
         grid_size : int
             Points per axis of the default grid.
+        target_points : pandas.DataFrame, optional
+            A target region instead of one point: ``params`` and ``tokens`` of the runs the
+            forecast is for; the ``"band"`` objective is then the mean band width over them
+            (each costs one more pass over the candidates).
         random_seed : int, optional
             Seed of the simulated outcomes; defaults to the fit's seed.
 
@@ -436,7 +441,7 @@ class ScalingFit:
         return plan_runs(self, target_flops, candidates=candidates, budget=budget,
                          objective=objective, k=k, target=target, prob=prob, kind=kind,
                          greedy=greedy, n_outcomes=n_outcomes, grid_size=grid_size,
-                         random_seed=random_seed)
+                         target_points=target_points, random_seed=random_seed)
 
     def save(self, path: str | PathLike[str], *, overwrite: bool = False) -> None:
         """Save the fit (posterior, runs, law, priors) to a netCDF file, atomically.

@@ -26,6 +26,9 @@ Objectives (``objective=``):
 - ``"split"``: the width (tokens per parameter) of the central ``prob`` band of the
   compute-optimal tokens-per-parameter ratio at ``target_flops``.
 
+With ``target_points`` (a table of N, D) the ``"band"`` objective is the mean band width over
+those runs: a target region instead of one compute-optimal point.
+
 Sets of runs are chosen greedily: the j-th pick maximises its expected reduction per unit
 of cost *given* the picks before it (their simulated outcomes and the candidate's come from
 the same draw, and the weights multiply), among the candidates that still fit the budget.
@@ -285,24 +288,29 @@ def _expected_objectives(fit: "ScalingFit", mu: np.ndarray, outcomes: np.ndarray
 
     n_cand, n_out = outcomes.shape
     terms = _noise_terms(fit)
-    # Every per-draw array in the order of increasing values: band ends in one scan.
-    order = np.argsort(values, kind="stable")
-    mu_s = np.ascontiguousarray(mu[:, order])
-    base_s = np.ascontiguousarray(base[:, order])
-    per_draw = [np.ascontiguousarray(terms[name][order])
-                for name in ("log_norm", "inv_sigma", "half_nu1")]
-    inv_nu = np.ascontiguousarray(1.0 / terms["nu"][order])
-    values_s = np.ascontiguousarray(values[order])
-    out = np.empty(n_cand * n_out)
+    total = np.zeros(n_cand * n_out)
     ess = np.empty(n_cand * n_out)
     tail = (1.0 - prob) / 2.0
     code = OBJECTIVE_VARIANCE if objective == "prob" else OBJECTIVE_WIDTH
+    inv_nu_all = 1.0 / terms["nu"]
+    for row_values in np.atleast_2d(values):      # one row per target point; their mean
+        # Every per-draw array in the order of increasing values: band ends in one scan.
+        order = np.argsort(row_values, kind="stable")
+        mu_s = np.ascontiguousarray(mu[:, order])
+        base_s = np.ascontiguousarray(base[:, order])
+        per_draw = [np.ascontiguousarray(terms[name][order])
+                    for name in ("log_norm", "inv_sigma", "half_nu1")]
+        inv_nu = np.ascontiguousarray(inv_nu_all[order])
+        values_s = np.ascontiguousarray(row_values[order])
+        out = np.empty(n_cand * n_out)
 
-    def run(part: slice, workspace: object) -> None:
-        reweighted_rows(part.start, part.stop, mu_s, outcomes, base_s, *per_draw, inv_nu,
-                        bool(terms["student"]), values_s, code, tail, 1.0 - tail, out, ess)
+        def run(part: slice, workspace: object) -> None:
+            reweighted_rows(part.start, part.stop, mu_s, outcomes, base_s, *per_draw, inv_nu,
+                            bool(terms["student"]), values_s, code, tail, 1.0 - tail, out, ess)
 
-    map_point_chunks(run, n_cand * n_out, mu.shape[1])
+        map_point_chunks(run, n_cand * n_out, mu.shape[1])
+        total += out
+    out = total / np.atleast_2d(values).shape[0]
     return out.reshape(n_cand, n_out), ess.reshape(n_cand, n_out)
 
 
@@ -312,6 +320,7 @@ def plan_runs(fit: "ScalingFit", target_flops: float, candidates: pd.DataFrame |
               budget: float | None = None, objective: str = "band", k: int = 1, *,
               target: float | None = None, prob: float = 0.9, kind: str = "observed",
               greedy: str = "best", n_outcomes: int = 100, grid_size: int = 12,
+              target_points: pd.DataFrame | None = None,
               random_seed: int | None = None) -> pd.DataFrame:
     """Rank candidate pilot runs by the expected reduction of an uncertainty per unit cost.
 
@@ -359,8 +368,16 @@ def plan_runs(fit: "ScalingFit", target_flops: float, candidates: pd.DataFrame |
         warnings.simplefilter("ignore", ExtrapolationWarning)
         values, point = objective_draws(fit, objective, target_flops, target, seed + 7919,
                                         kind=kind)
-    values = np.ascontiguousarray(values, dtype=np.float64)
-    current = reweighted_objective(np.zeros(fit.n_draws), values, objective, prob)
+        if target_points is not None:
+            if objective != "band":
+                raise ValueError("target_points= works with objective='band' (the mean band "
+                                 f"width over a target region), not {objective!r}")
+            region = _pool(fit, target_points)
+            values = loss_draws(fit, region[["flops", "params", "tokens"]], kind=kind,
+                                random_seed=seed + 7919).T
+    values = np.ascontiguousarray(np.atleast_2d(values), dtype=np.float64)
+    current = float(np.mean([reweighted_objective(np.zeros(fit.n_draws), row, objective, prob)
+                             for row in values]))
 
     n_out = min(int(n_outcomes), fit.n_draws)
     rows = np.sort(np.random.default_rng(seed).choice(fit.n_draws, n_out, replace=False))
@@ -452,8 +469,10 @@ def plan_runs(fit: "ScalingFit", target_flops: float, candidates: pd.DataFrame |
     ranking.attrs.update({
         "objective": objective, "units": OBJECTIVE_UNITS[objective], "current": current,
         "prob": float(prob), "kind": kind, "target_flops": target_flops, "budget": budget,
-        "target": target, "target_params": float(point["params"].iloc[0]),
-        "target_tokens": float(point["tokens"].iloc[0]), "n_outcomes": n_out,
+        "target": target, "target_points": len(values),
+        "target_params": float(point["params"].iloc[0]) if target_points is None else math.nan,
+        "target_tokens": float(point["tokens"].iloc[0]) if target_points is None else math.nan,
+        "n_outcomes": n_out,
         "n_draws": fit.n_draws, "law": fit.law.name, "k": int(k), "greedy": rule,
         "total_expected_reduction": cumulative,
         "pick_cost": float(sum(costs[p["index"]] for p in picks))})
@@ -477,5 +496,7 @@ def _median_khat(log_w: np.ndarray) -> float:
 
 def _given_base(base: np.ndarray, values: np.ndarray, objective: str,
                 prob: float) -> np.ndarray:
-    """The objective per outcome under the picks' weights alone, shape (outcomes,)."""
-    return np.array([reweighted_objective(row, values, objective, prob) for row in base])
+    """The objective per outcome under the picks' weights alone (the mean over the rows of
+    ``values``, one per target point), shape (outcomes,)."""
+    return np.array([np.mean([reweighted_objective(row, v, objective, prob) for v in values])
+                     for row in base])

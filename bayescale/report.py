@@ -457,7 +457,9 @@ def plan_summary_lines(plan: pd.DataFrame) -> list[str]:
             "prob": f"variance of P(loss ≤ {a.get('target')})",
             "split": f"width of the {round(100 * a['prob'])}% band of tokens per parameter"}
     where = f"at {fmt_flops(a['target_flops'])} FLOPs"
-    if np.isfinite(a.get("target_params", math.nan)):
+    if a.get("target_points", 1) > 1:
+        where = f"averaged over {a['target_points']} target runs"
+    elif np.isfinite(a.get("target_params", math.nan)):
         where += (f" (N ≈ {fmt_flops(a['target_params'])}, "
                   f"D ≈ {fmt_flops(a['target_tokens'])})")
     lines = [f"Objective: the {what[a['objective']]} {where}; today {a['current']:.4g} "

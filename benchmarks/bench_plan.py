@@ -41,6 +41,7 @@ import bayescale as bs
 RESULTS = Path(__file__).resolve().parent / "results"
 KIND = os.environ.get("PLAN_KIND", "mean")
 GREEDY = os.environ.get("PLAN_GREEDY", "best")
+REGION = os.environ.get("PLAN_REGION", "1") == "1"
 TRUTH = {"E": 1.817, "A": 482.0, "B": 2085.4, "alpha": 0.348, "beta": 0.366}
 
 
@@ -199,6 +200,9 @@ def bench_pool(quick: bool, levels=(0.01, 0.05, 0.10)) -> pd.DataFrame:
     pool = pool.assign(cost=pool["flops"])
     total = float(pool["cost"].sum())
     target_flops = float(np.exp(np.log(target["flops"]).mean()))
+    # The planner's target region: 4 held-out configurations spread over model size.
+    region = target.sort_values("params").iloc[np.linspace(0, len(target) - 1, 4).round().astype(int)]
+    region = region[["params", "tokens"]] if REGION else None
     repeats = 2 if quick else 10
     draws = 300 if quick else 500
     rows = []
@@ -232,7 +236,7 @@ def bench_pool(quick: bool, levels=(0.01, 0.05, 0.10)) -> pd.DataFrame:
                             plan = fit.plan_runs(target_flops,
                                                  candidates=pool.loc[free].reset_index(),
                                                  budget=left, k=6, n_outcomes=50, kind=KIND,
-                                                 greedy=GREEDY,
+                                                 greedy=GREEDY, target_points=region,
                                                  random_seed=rep)
                         picks = plan[plan["pick"] > 0]
                         chosen += list(picks["index"].astype(int))

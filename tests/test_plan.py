@@ -138,6 +138,19 @@ def test_greedy_picks_respect_the_budget_and_condition_on_earlier_picks(chinchil
     assert copies["pick_reduction"].iloc[1] < alone
 
 
+def test_target_region_of_one_point_is_the_target_budget(spread_fit):
+    pool = pd.DataFrame({"params": [3e8, 3e9], "tokens": [6e9, 6e10]})
+    at_budget = spread_fit.plan_runs(1e23, candidates=pool, n_outcomes=30)
+    point = spread_fit.forecast(flops=[1e23])[["params", "tokens"]]
+    region = spread_fit.plan_runs(1e23, candidates=pool, n_outcomes=30, target_points=point)
+    np.testing.assert_allclose(region["expected_reduction"], at_budget["expected_reduction"])
+    wide = spread_fit.plan_runs(1e23, candidates=pool, n_outcomes=30,
+                                target_points=pd.concat([point, point * [0.3, 3.0]]))
+    assert wide.attrs["target_points"] == 2 and wide.attrs["current"] != at_budget.attrs["current"]
+    with pytest.raises(ValueError, match="target_points= works with objective='band'"):
+        spread_fit.plan_runs(1e23, candidates=pool, objective="split", target_points=point)
+
+
 def test_split_objective_and_compute_law(chinchilla_fit, compute_fit):
     split = chinchilla_fit.plan_runs(target_flops=1e24, budget=1e21, objective="split",
                                      n_outcomes=20, grid_size=6)
