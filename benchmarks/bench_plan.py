@@ -21,7 +21,13 @@ Three parts, each printing a table and writing a CSV to benchmarks/results/:
    random, cheapest first, and greedily by D-optimal gain per FLOP. Each selection is
    scored by the R² and RMSLE of its fit's median forecasts of the held-out runs.
 
-Usage: python benchmarks/bench_plan.py [--quick]   (--quick: fewer replicates, a smoke run)
+The planner's objective in part 3 is the mean 90% band of the law's loss over 4 held-out
+configurations spread over model size (``target_points=``); ``PLAN_REGION=0`` uses the band
+at the compute-optimal point of the region's geometric-mean budget instead (results in
+``plan_pool_onepoint.csv``).
+
+Usage: python benchmarks/bench_plan.py [--quick] [--only speed|simulation|pool]
+(--quick: fewer replicates, a smoke run)
 """
 
 from __future__ import annotations
@@ -284,6 +290,7 @@ def main() -> None:
     if args.only in (None, "pool"):
         start = time.perf_counter()
         pool = bench_pool(args.quick)
+        suffix += "" if REGION else "_onepoint"   # PLAN_REGION=0: the one-point objective
         pool.to_csv(RESULTS / f"plan_pool{suffix}.csv", index=False)
         summary = (pool.groupby(["budget_share", "method"], sort=False)
                    .agg(runs=("runs", "mean"), r2=("r2", "mean"), r2_sd=("r2", "std"),
