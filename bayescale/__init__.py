@@ -30,7 +30,7 @@ from .exceptions import (
 )
 from .fit import Diagnostics, ScalingFit
 from .io import load_fit
-from .laws import ChinchillaLaw, ComputeLaw, ScalingLaw, get_law
+from .laws import ChinchillaLaw, ComputeLaw, ScalingLaw, available_laws, get_law
 from .model import ScalingModel
 from .priors import Prior
 from .report import write_report
@@ -58,6 +58,7 @@ __all__ = [
     "ScalingModel",
     "UnreachableTargetWarning",
     "__version__",
+    "available_laws",
     "backtest",
     "check_design",
     "compare",

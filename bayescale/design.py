@@ -32,7 +32,7 @@ import pandas as pd
 from .data import Runs
 from .exceptions import DesignWarning, RunDataError
 from .laws import ScalingLaw, get_law
-from .priors import Prior
+from .priors import Prior, default_noise_priors
 
 if TYPE_CHECKING:
     from .fit import ScalingFit
@@ -323,8 +323,6 @@ def prior_conflicts(fit: "ScalingFit", tail: float = PRIOR_TAIL) -> list[str]:
     list of str
         One plain-language problem per conflicting parameter, with what to try.
     """
-    from .model import default_noise_priors
-
     defaults = {**fit.law.default_priors(), **default_noise_priors(fit.likelihood)}
     custom = sorted(name for name, prior in fit.priors.items() if defaults.get(name) != prior)
     echo = (f" A parameter pushed to an extreme can also be the echo of another prior set too "
