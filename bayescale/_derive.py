@@ -107,6 +107,8 @@ class _Graph:
     def op(self, name: str, *args: Node) -> Node:
         if all(a.op == "const" for a in args):
             return self.wrap(_FOLD[name](*(a.value for a in args)))
+        if name == "log" and args[0].op == "exp":  # log(exp(x)) = x, without overflow
+            return args[0].args[0]
         return self._add(name, tuple(args))
 
 
@@ -184,9 +186,11 @@ class _Tracer:
 TRACER = _Tracer()
 
 
-def trace(law: Any) -> tuple[_Graph, Node, list[str], list[str], list[str]]:
+def trace(law: Any, log_params: Sequence[str] = ()) -> tuple[_Graph, Node, list[str], list[str], list[str]]:
     """Run ``law.log_loss`` on the tracer.
 
+    Parameters named in ``log_params`` enter as exp of their leaf, so the code's coordinate
+    (and gradient) is their log (``log(exp(x))`` simplifies to x, so nothing overflows).
     Returns the graph, its output node and the names of the parameters, reference values
     and inputs, in the order the emitted code numbers them.
     """
@@ -195,6 +199,8 @@ def trace(law: Any) -> tuple[_Graph, Node, list[str], list[str], list[str]]:
     ref_names = list(law.reference_names())
     input_names = list(law.inputs)
     theta = {n: graph.leaf("theta", i, n) for i, n in enumerate(theta_names)}
+    for name in log_params:
+        theta[name] = graph.op("exp", theta[name])
     ref = {n: graph.leaf("ref", i, n) for i, n in enumerate(ref_names)}
     log_x = {n: graph.leaf("x", i, n) for i, n in enumerate(input_names)}
     try:
@@ -272,8 +278,10 @@ def _backward(node: Node, v, g: str) -> list[tuple[int, str]]:
     raise NotTraceable(f"no derivative for {op}")
 
 
-def emit_log_loss(law: Any) -> dict[str, Any]:
+def emit_log_loss(law: Any, log_params: Sequence[str] = ()) -> dict[str, Any]:
     """Source code pieces for the law's log loss and its gradient.
+
+    ``log_params``: parameters whose coordinate ``th[k]`` is their log (see :func:`trace`).
 
     Returns a dict with
 
@@ -286,7 +294,7 @@ def emit_log_loss(law: Any) -> dict[str, Any]:
     - ``finish``: lines turning the accumulated adjoints into ``gth[k]``
       (d objective / d theta[k]; ``gth`` is zeroed by the caller).
     """
-    graph, out, theta_names, ref_names, input_names = trace(law)
+    graph, out, theta_names, ref_names, input_names = trace(law, log_params)
     if not out.uses_theta:
         raise NotTraceable("the formula does not depend on its parameters")
     # Only nodes the output depends on, in graph (topological) order.
