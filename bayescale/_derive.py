@@ -241,6 +241,7 @@ def _forward_lines(node: Node, v) -> list[str]:
     lines += [f"{name}_e{i} = math.exp({x} - {name}_top)" for i, x in enumerate(a)]
     lines.append(f"{name}_sum = {' + '.join(f'{name}_e{i}' for i in range(len(a)))}")
     lines.append(f"{name} = {name}_top + math.log({name}_sum)")
+    lines.append(f"{name}_inv = 1.0 / {name}_sum")
     return lines
 
 
@@ -274,7 +275,7 @@ def _backward(node: Node, v, g: str) -> list[tuple[int, str]]:
     if op == "logaddexp":
         return [(0, f"{g} * math.exp({a[0]} - {out})"), (1, f"{g} * math.exp({a[1]} - {out})")]
     if op == "lse":
-        return [(i, f"{g} * {out}_e{i} / {out}_sum") for i in range(len(a))]
+        return [(i, f"{g} * {out}_e{i} * {out}_inv") for i in range(len(a))]
     raise NotTraceable(f"no derivative for {op}")
 
 
@@ -285,10 +286,11 @@ def emit_log_loss(law: Any, log_params: Sequence[str] = ()) -> dict[str, Any]:
 
     Returns a dict with
 
-    - ``theta``, ``refs``, ``inputs``: names in code order (``th[k]``, ``rf[k]``, ``xj[k]``);
+    - ``theta``, ``refs``, ``inputs``: names in code order (``th[k]``, ``rf[k]``, and input
+      k of run j as ``x<k>[j]``: the caller binds arrays ``x0``, ``x1``, ... and loops ``j``);
     - ``setup``: lines computing the run-independent values from ``th`` and ``rf`` and
       zeroing their adjoints (before the loop over runs);
-    - ``point``: lines computing ``mu`` at one run from ``xj`` (inside the loop);
+    - ``point``: lines computing ``mu`` at run ``j`` (inside the loop);
     - ``point_grad``: lines, after ``dmu`` (d objective / d mu) is known, adding that run's
       share to the adjoints (inside the loop);
     - ``finish``: lines turning the accumulated adjoints into ``gth[k]``
@@ -316,7 +318,7 @@ def emit_log_loss(law: Any, log_params: Sequence[str] = ()) -> dict[str, Any]:
         if node.op == "ref":
             return f"rf[{node.value[0]}]"
         if node.op == "x":
-            return f"xj[{node.value[0]}]"
+            return f"x{node.value[0]}[j]"
         return f"v{node.id}"
 
     def adj(node: Node) -> str:

@@ -132,12 +132,10 @@ def huber(th, rf, log_x, log_y, delta, gth):
     n = log_y.shape[0]
     for k in range(K):
         gth[k] = 0.0
-    xj = np.empty(NI)
     value = 0.0
+{xslices}
 {setup}
     for j in range(n):
-        for i in range(NI):
-            xj[i] = log_x[i, j]
 {point}
         resid = mu - log_y[j]
         if abs(resid) <= delta:
@@ -162,6 +160,7 @@ def _kernel(law: ScalingLaw) -> ModuleType:
             pieces = emit_log_loss(law, [p.name for p in law.parameters if p.point_log])
             source = _HUBER_TEMPLATE.format(
                 law=law.name, k=len(pieces["theta"]), ni=len(pieces["inputs"]),
+                xslices=indent([f"x{i} = log_x[{i}]" for i in range(len(pieces["inputs"]))], 1),
                 setup=indent(pieces["setup"], 1), point=indent(pieces["point"], 2),
                 point_grad=indent(pieces["point_grad"], 2), finish=indent(pieces["finish"], 1))
             name = "".join(c if c.isalnum() else "_" for c in law.name)
