@@ -73,6 +73,8 @@ class Node:
         raise NotTraceable("the formula converts a parameter or input to a Python float")
 
     def __getattr__(self, name):  # e.g. .shape, .astype: array methods the tracer lacks
+        if name.startswith("__"):  # protocol probes (copy, numpy, ...) must see "absent"
+            raise AttributeError(name)
         raise NotTraceable(f"the formula uses the array attribute .{name}")
 
 
