@@ -423,6 +423,18 @@ class Budget:
                                  for u in nodes])
         return flops, weights
 
+    def flops_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """The compute bought at the low and high ends of the utilization: the range's ends,
+        or a distribution's 5% and 95% quantiles (equal to :attr:`flops` when certain)."""
+        if not self.uncertain:
+            flops = self.to("flops")
+            return flops, flops
+        hw = self.hardware
+        levels = (0.0, 1.0) if isinstance(hw.utilization, tuple) else (0.05, 0.95)
+        low, high = (hw.convert(self.amount, self.unit, "flops", hw.utilization_quantile(q))
+                     for q in levels)
+        return low, high
+
     def _maybe_scalar(self, values: np.ndarray) -> np.ndarray | float:
         return float(values[0]) if self.scalar else values
 

@@ -181,10 +181,23 @@ def _hardware_from_args(args: argparse.Namespace):
         raise BayescaleError(f"--mfu takes one value or a range of two, got {len(args.mfu)}")
     if args.budget_usd is not None and args.usd_per_hour is None:
         raise BayescaleError("--budget-usd needs --usd-per-hour (dollars per chip-hour)")
+    for value in args.mfu:
+        if value > 1:
+            hint = " (40% MFU is --mfu 0.4)" if value <= 100 else ""
+            raise BayescaleError(f"--mfu is a fraction in (0, 1], got {value:g}{hint}")
     mfu = args.mfu[0] if len(args.mfu) == 1 else tuple(args.mfu)
     if args.gpu is not None:
-        return Hardware.named(args.gpu, utilization=mfu, price_per_hour=args.usd_per_hour,
-                              chips=args.chips)
+        from .budget import known_accelerators
+
+        try:
+            return Hardware.named(args.gpu, utilization=mfu, price_per_hour=args.usd_per_hour,
+                                  chips=args.chips)
+        except ValueError as exc:
+            if not str(exc).startswith("unknown accelerator"):
+                raise
+            raise BayescaleError(f"unknown --gpu {args.gpu!r}; known: "
+                                 f"{', '.join(known_accelerators())} (for another chip give "
+                                 "--peak-flops, its dense BF16 peak FLOP/s)") from None
     return Hardware("custom chip", args.peak_flops, mfu, args.usd_per_hour, args.chips)
 
 
@@ -227,17 +240,16 @@ def _unit_text(value: float, unit: str, hardware) -> str:
     return _sci(value)
 
 
-def _print_conversion(hardware, budget=None) -> None:
+def _print_conversion(hardware, budget=None, note: str = "tables integrate over it") -> None:
     print(f"\nHardware: {hardware.describe()}.")
-    if budget is not None:
-        flops, _ = budget.flops_nodes()
+    if budget is not None and budget.unit != "flops":
+        low, high = budget.flops_range()
         rows = [f"{_unit_text(a, budget.unit, hardware)} -> "
                 + (f"{_sci(lo)} to {_sci(hi)} FLOPs" if budget.uncertain else f"{_sci(lo)} FLOPs")
-                for a, lo, hi in zip(budget.amount, flops.min(axis=1), flops.max(axis=1))]
+                for a, lo, hi in zip(budget.amount, low, high)]
         label = _UNIT_LABELS.get(budget.unit, budget.unit)
         print(f"Budgets in {label}: " + "; ".join(rows)
-              + (" (the range is the MFU range; tables integrate over it)"
-                 if budget.uncertain else ""))
+              + (f" (the range is the MFU's; {note})" if budget.uncertain else ""))
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -526,7 +538,7 @@ def cmd_allocate(args: argparse.Namespace) -> int:
                           f"[{_unit_text(row[stem + '_lower'], unit, hardware)}, "
                           f"{_unit_text(row[stem + '_upper'], unit, hardware)}]")
     if hardware is not None:
-        _print_conversion(hardware, money)
+        _print_conversion(hardware, money, note="the split is planned at the median MFU")
         if aware is not None:
             print("(Serving costs use the same chip, MFU and price as training.)")
     return 0

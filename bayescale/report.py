@@ -235,12 +235,15 @@ def _budget_headline(fit: "ScalingFit", target: float | None, budget: Any, prob:
     text = "; ".join(parts)
     text = text[0].upper() + text[1:] + "."
     if hw is not None and unit != "flops":
-        flops, _ = budget.flops_nodes()
-        bought = (f"{_fmt_flops(flops.min())}–{_fmt_flops(flops.max())}" if budget.uncertain
-                  else _fmt_flops(float(flops[0, 0])))
+        low, high = budget.flops_range()
+        bought = (f"{_fmt_flops(low[0])}–{_fmt_flops(high[0])}" if budget.uncertain
+                  else _fmt_flops(float(low[0])))
         price = f", ${hw.price_per_hour:g} per chip-hour" if hw.price_per_hour else ""
         text += (f" ({given} buys {bought} FLOPs on {hw.name}"
                  f" at {_fmt_mfu(hw)}{price}.)")
+    elif hw is not None:
+        price = f", ${hw.price_per_hour:g} per chip-hour" if hw.price_per_hour else ""
+        text += f" (Costs on {hw.name} at {_fmt_mfu(hw)}{price}.)"
     return text
 
 

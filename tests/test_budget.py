@@ -371,9 +371,9 @@ def test_cli_report_headline_in_dollars(saved, tmp_path, capsys):
 @pytest.mark.parametrize("argv, words", [
     (["--budget-usd", "5e6"], "need the chip: --gpu NAME"),
     (["--budget-usd", "5e6", "--gpu", "H100", "--mfu", "0.4", "--usd-per-hour", "2"],
-     "unknown accelerator 'H100'; known: A100, H100 SXM"),
+     "unknown --gpu 'H100'; known: A100, H100 SXM"),
     (["--budget-usd", "5e6", "--gpu", "B200", "--mfu", "40", "--usd-per-hour", "2"],
-     "40% MFU is 0.4"),
+     "--mfu is a fraction in (0, 1], got 40 (40% MFU is --mfu 0.4)"),
     (["--budget-usd", "5e6", "--gpu", "B200", "--mfu", "0.4"], "--budget-usd needs --usd-per-hour"),
     (["--budget-usd", "5e6", "--gpu", "B200", "--usd-per-hour", "2"], "give --mfu"),
     (["--budget-usd", "5e6", "--gpu", "B200", "--mfu", "0.3", "0.4", "0.5",
