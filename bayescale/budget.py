@@ -325,7 +325,7 @@ def _as_float(value: object, name: str) -> float:
         raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Budget:
     """A training budget: amounts in one unit on given hardware.
 
