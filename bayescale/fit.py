@@ -459,9 +459,11 @@ class ScalingFit:
 
         ``*.html``: one self-contained file (figures embedded, works offline); ``*.md``:
         Markdown with its figures in ``<stem>_files/``. Headline: P(loss ≤ ``target`` at
-        ``budget`` FLOPs) and the compute needed at 80% confidence. Never replaces an
-        existing report unless ``overwrite=True``. Other keywords (``budgets``, ``targets``,
-        ``prob``, ``backtest``, ``title``, ``dpi``) as in :func:`bayescale.report.write_report`.
+        ``budget`` FLOPs) and the compute needed at 80% confidence; a
+        :class:`~bayescale.Budget` as ``budget`` puts it in dollars, GPU-hours or days.
+        Never replaces an existing report unless ``overwrite=True``. Other keywords
+        (``budgets``, ``targets``, ``prob``, ``backtest``, ``title``, ``dpi``) as in
+        :func:`bayescale.report.write_report`.
 
         Returns
         -------
