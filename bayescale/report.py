@@ -728,7 +728,9 @@ def render_markdown(report: Report, assets: str, generated: str = "") -> str:
     parts = [f"# {report.title}"]
     if generated:
         parts.append(f"*{generated}*")
-    parts.append(f"> **{report.headline}**")
+    # "$" escaped: renderers with TeX math would read "$5M ... $3.1M" as a formula.
+    headline_text = report.headline.replace("$", "\\$")
+    parts.append(f"> **{headline_text}**")
     for block in report.blocks:
         if block.kind == "heading":
             parts.append("#" * block.level + " " + block.text)
