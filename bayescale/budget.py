@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from .fit import ScalingFit
 
 __all__ = ["Hardware", "Budget", "ACCELERATORS", "UNITS", "UTILIZATION_NODES",
-           "known_accelerators", "fmt_usd", "fmt_hours", "fmt_days"]
+           "known_accelerators", "fmt_usd", "fmt_price", "fmt_hours", "fmt_days"]
 
 #: Dense BF16 peak FLOP/s per chip (no structured sparsity), from the vendors' own pages.
 #:
@@ -272,7 +272,7 @@ class Hardware:
             mfu = f"MFU distributed as {getattr(u.dist, 'name', 'given')} (median {100 * self.median_utilization:.3g}%)"
         parts = [f"{self.name}: {self.peak_flops:.4g} peak FLOP/s (dense BF16) at {mfu}"]
         if self.price_per_hour is not None:
-            parts.append(f"${self.price_per_hour:g} per chip-hour")
+            parts.append(f"{fmt_price(self.price_per_hour)} per chip-hour")
         if self.chips is not None:
             parts.append(f"{self.chips:,} chips")
         return "; ".join(parts) + (". FLOPs = chip-hours · 3600 · peak · MFU; dollars = "
@@ -477,6 +477,12 @@ def fmt_usd(value: float) -> str:
         if abs(value) >= size:
             return f"${_compact(value / size)}{suffix}"
     return f"${_compact(value, 3)}"
+
+
+def fmt_price(value: float) -> str:
+    """A price per chip-hour: $2.50, $12, $0.85."""
+    value = float(value)
+    return f"${value:,.0f}" if value >= 100 or value.is_integer() else f"${value:,.2f}"
 
 
 def fmt_hours(value: float) -> str:

@@ -204,7 +204,7 @@ def headline(fit: "ScalingFit", target: float | None = None, budget: float | Non
 def _budget_headline(fit: "ScalingFit", target: float | None, budget: Any, prob: float) -> str:
     """The headline in the budget's units: ``"P(loss ≤ 2.05 for $5M) = 0.83; 80% confidence
     needs $3.1M, 41 days on 1,024 chips."`` and what the budget buys."""
-    from .budget import _fmt_flops, _fmt_unit
+    from .budget import _fmt_flops, _fmt_unit, fmt_price
 
     if len(budget) != 1:
         raise ValueError(f"the report's budget is one amount, got {len(budget)}")
@@ -238,11 +238,11 @@ def _budget_headline(fit: "ScalingFit", target: float | None, budget: Any, prob:
         low, high = budget.flops_range()
         bought = (f"{_fmt_flops(low[0])}–{_fmt_flops(high[0])}" if budget.uncertain
                   else _fmt_flops(float(low[0])))
-        price = f", ${hw.price_per_hour:g} per chip-hour" if hw.price_per_hour else ""
+        price = f", {fmt_price(hw.price_per_hour)} per chip-hour" if hw.price_per_hour else ""
         text += (f" ({given} buys {bought} FLOPs on {hw.name}"
                  f" at {_fmt_mfu(hw)}{price}.)")
     elif hw is not None:
-        price = f", ${hw.price_per_hour:g} per chip-hour" if hw.price_per_hour else ""
+        price = f", {fmt_price(hw.price_per_hour)} per chip-hour" if hw.price_per_hour else ""
         text += f" (Costs on {hw.name} at {_fmt_mfu(hw)}{price}.)"
     return text
 

@@ -16,7 +16,7 @@ from scipy import stats
 
 import bayescale as bs
 from bayescale import cli
-from bayescale.budget import ACCELERATORS, UTILIZATION_NODES, fmt_days, fmt_usd
+from bayescale.budget import ACCELERATORS, UTILIZATION_NODES, fmt_days, fmt_price, fmt_usd
 
 from conftest import synthetic_chinchilla_frame, synthetic_compute_frame, synthetic_posterior_fit
 
@@ -170,6 +170,7 @@ def test_formatting():
         "$850", "$3.1M", "$5M", "$1.2B", "$12k"]
     assert fmt_days(41.3, 1024) == "41 days on 1,024 chips"
     assert fmt_days(1.0) == "1 day"
+    assert [fmt_price(v) for v in (2.5, 12, 0.85, 1234.5)] == ["$2.50", "$12", "$0.85", "$1,234"]
 
 
 # -- same answers as FLOPs -----------------------------------------------------------------
@@ -182,7 +183,7 @@ def test_dollar_budget_gives_the_flop_answers(fit, hw):
         reference = fit.forecast(flops)
         assert table["usd"].tolist() == [1e5, 3e5, 1e6]
         pd.testing.assert_frame_equal(table.drop(columns="usd"), reference, check_like=False)
-        assert "H100 SXM" in table.attrs["budget"] and "$2.5 per chip-hour" in table.attrs["budget"]
+        assert "H100 SXM" in table.attrs["budget"] and "$2.50 per chip-hour" in table.attrs["budget"]
 
         one = bs.Budget.from_dollars(3e5, hw)
         assert fit.prob_below(2.0, one) == fit.prob_below(2.0, flops=one.flops)
@@ -297,6 +298,12 @@ def test_uncertain_compute_to_reach_and_bands(fit, hw_range):
         split = fit.optimal_allocation(bs.Budget.from_dollars([1e5, 1e6], hw_range), prob=0.9)
         assert (split["flops_lower"] < split["flops"]).all()
         assert (split["flops"] < split["flops_upper"]).all()
+        aware = fit.inference_optimal_allocation(2.0, 1e12, units="usd", hardware=hw_range)
+        row = aware.iloc[0]
+        at_u = lambda u, col: row[col] / (3600 * H100 * u) * 2.5  # noqa: E731
+        assert at_u(0.45, "train_flops_median") < row["train_usd_median"] < at_u(
+            0.35, "train_flops_median")
+        assert row["total_usd_upper"] > at_u(0.4, "total_flops_upper")
         grid = fit.risk_table([2.0], bs.Budget.from_dollars([1e5, 3e5], hw_range))
         assert grid.iloc[0, 1] == fit.prob_below(2.0, bs.Budget.from_dollars(3e5, hw_range),
                                                  mcse="none")
