@@ -7,7 +7,6 @@ import contextlib
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -320,7 +319,6 @@ def test_compute_law_and_distribution_utilization(compute_law_fit):
 
 # -- command line --------------------------------------------------------------------------
 
-DATA = Path(bs.__file__).resolve().parent / "datasets" / "chinchilla_hoffmann2022_epoch.csv"
 SMALL = ["--draws", "200", "--tune", "300", "--chains", "2", "--no-progress"]
 
 
