@@ -217,7 +217,10 @@ def _budget_headline(fit: "ScalingFit", target: float | None, budget: Any, prob:
         parts.append(f"P(loss ≤ {target:g} for {given}) {relation}{p}")
         primary = (unit if unit != "flops" or hw is None
                    else "usd" if hw.price_per_hour is not None else "gpu_hours")
-        units = [primary] + (["days"] if hw is not None and hw.chips and primary != "days" else [])
+        units = [primary] + [extra for extra, known in
+                             (("usd", hw is not None and hw.price_per_hour),
+                              ("days", hw is not None and hw.chips))
+                             if known and extra != primary]
         need = fit.compute_to_reach(target, prob, units=units, hardware=hw)
         needed = (need if isinstance(need, pd.DataFrame)
                   else pd.DataFrame({units[0]: [need]}))

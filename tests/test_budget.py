@@ -393,3 +393,20 @@ def test_cli_wrong_budget_arguments(saved, capsys, argv, words):
     assert cli.main(["risk", str(saved), "--target", "2.05", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bayescale: error: ") and words in err
+
+
+def test_headline_in_each_unit(fit, hw):
+    from bayescale.report import headline
+
+    with quiet():
+        days = headline(fit, 2.0, bs.Budget.from_days(3, hw))
+        flops = headline(fit, 2.0, bs.Budget.from_flops(3e23, hw))
+        plain = headline(fit, 2.0, 3e23)
+    p = fit.prob_below(2.0, bs.Budget.from_days(3, hw))
+    assert days.startswith(f"P(loss ≤ 2 for 3 days on 1,024 chips) = {p:.2f}; 80% confidence "
+                           "needs ")
+    assert "days on 1,024 chips, $" in days and "buys" in days and "at 40% MFU" in days
+    assert flops.startswith("P(loss ≤ 2 for 3e23 FLOPs)") and "needs $" in flops
+    assert plain.startswith("P(loss ≤ 2 at 3e23 FLOPs)")   # FLOPs alone: unchanged
+    with pytest.raises(ValueError, match="the report's budget is one amount, got 2"):
+        headline(fit, 2.0, bs.Budget.from_dollars([1e5, 1e6], hw))
