@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from .fit import ScalingFit
+    from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
 __all__ = ["Hardware", "Budget", "ACCELERATORS", "UNITS", "UTILIZATION_NODES",
            "known_accelerators", "fmt_usd", "fmt_price", "fmt_hours", "fmt_days"]
@@ -557,14 +557,18 @@ def _mixture_note(hardware: Hardware) -> str:
             "are the plan at the median utilization")
 
 
-def _node_plan(fit: "ScalingFit", budget: Budget, mode: str) -> dict[str, Any]:
-    """Compute at each utilization node and where the run sits there (see the module notes)."""
+def _node_plan(fit: "ScalingFit", budget: Budget, mode: str,
+               inputs: dict[str, object] | None = None) -> dict[str, Any]:
+    """Compute at each utilization node and where the run sits there (see the module notes).
+
+    ``inputs``: the law's declared extra inputs (one value, or one per budget), held fixed.
+    """
     from .forecast import resolve_points
 
     flops, weights = budget.flops_nodes()
     nominal = np.asarray(budget.to("flops"), dtype=np.float64)
     if mode == "median" and "params" in fit.law.inputs:
-        plan = resolve_points(fit, flops=nominal)
+        plan = resolve_points(fit, flops=nominal, inputs=inputs or None)
         params = np.repeat(plan["params"].to_numpy()[:, None], flops.shape[1], axis=1)
         return {"flops": flops, "weights": weights, "params": params,
                 "tokens": flops / (6.0 * params), "nominal": plan}
@@ -573,17 +577,26 @@ def _node_plan(fit: "ScalingFit", budget: Budget, mode: str) -> dict[str, Any]:
             "nominal": nominal_frame}
 
 
+def _per_node(inputs: dict[str, object] | None, nodes: int) -> dict[str, object]:
+    """Extra inputs given per budget, repeated for each utilization node (budget-major)."""
+    return {name: value if np.ndim(value) == 0 else np.repeat(np.asarray(value), nodes)
+            for name, value in (inputs or {}).items()}
+
+
 def _mixture_prob(fit: "ScalingFit", target: float, budget: Budget, mode: str, kind: str,
-                  mcse: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+                  mcse: str, inputs: dict[str, object] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """P(loss ≤ target) per budget, integrated over utilization; MCSE bounded by the
     weighted sum of the nodes' (the nodes share draws, so their errors are correlated)."""
-    plan = _node_plan(fit, budget, mode)
+    plan = _node_plan(fit, budget, mode, inputs)
     shape = plan["flops"].shape
+    extra = _per_node(inputs, shape[1])
     if plan["params"] is not None:
         table = fit.prob_below(target, params=plan["params"].ravel(),
-                               tokens=plan["tokens"].ravel(), kind=kind, mcse=mcse)
+                               tokens=plan["tokens"].ravel(), kind=kind, mcse=mcse, **extra)
     else:
-        table = fit.prob_below(target, plan["flops"].ravel(), mode=mode, kind=kind, mcse=mcse)
+        table = fit.prob_below(target, plan["flops"].ravel(), mode=mode, kind=kind, mcse=mcse,
+                               **extra)
     weights = plan["weights"]
     prob = table["prob"].to_numpy().reshape(shape) @ weights
     error = table["mcse"].to_numpy().reshape(shape) @ weights
@@ -591,7 +604,8 @@ def _mixture_prob(fit: "ScalingFit", target: float, budget: Budget, mode: str, k
 
 
 def forecast(fit: "ScalingFit", budget: Budget, *, prob: float = 0.9, kind: str = "observed",
-             random_seed: int | None = None) -> pd.DataFrame:
+             random_seed: int | None = None,
+             inputs: dict[str, object] | None = None) -> pd.DataFrame:
     """:meth:`ScalingFit.forecast` at a :class:`Budget`.
 
     A certain budget is the FLOP forecast at ``budget.flops`` with the budget's column in
@@ -599,19 +613,21 @@ def forecast(fit: "ScalingFit", budget: Budget, *, prob: float = 0.9, kind: str 
     weights (their mixture), and the mean, median and band are the mixture's.
     """
     table = fit.forecast(np.asarray(budget.to("flops")), prob=prob, kind=kind,
-                         random_seed=random_seed)
+                         random_seed=random_seed, **(inputs or {}))
     if not budget.uncertain:
         return _label(table, budget)
     from .forecast import loss_draws
 
-    plan = _node_plan(fit, budget, "median")
+    plan = _node_plan(fit, budget, "median", inputs)
     flops, weights = plan["flops"], plan["weights"]
+    extras = plan["nominal"].drop(columns=["flops", "params", "tokens"])  # held fixed
     draws = []
     for k in range(flops.shape[1]):
         points = pd.DataFrame({
             "flops": flops[:, k],
             "params": plan["params"][:, k] if plan["params"] is not None else np.nan,
-            "tokens": plan["tokens"][:, k] if plan["tokens"] is not None else np.nan})
+            "tokens": plan["tokens"][:, k] if plan["tokens"] is not None else np.nan,
+            **{name: extras[name].to_numpy() for name in extras.columns}})
         draws.append(loss_draws(fit, points, kind=kind, random_seed=random_seed))
     stack = np.stack(draws)                                  # (nodes, draws, budgets)
     sample_weights = np.repeat(weights / stack.shape[1], stack.shape[1])
@@ -641,12 +657,14 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, levels: np.ndar
 
 
 def prob_below(fit: "ScalingFit", target: float, budget: Budget, *, mode: str = "median",
-               kind: str = "observed", mcse: str = "ess") -> float | pd.DataFrame:
+               kind: str = "observed", mcse: str = "ess",
+               inputs: dict[str, object] | None = None) -> float | pd.DataFrame:
     """:meth:`ScalingFit.prob_below` at a :class:`Budget` (see the module notes)."""
     if not budget.uncertain:
-        result = fit.prob_below(target, budget.flops, mode=mode, kind=kind, mcse=mcse)
+        result = fit.prob_below(target, budget.flops, mode=mode, kind=kind, mcse=mcse,
+                                **(inputs or {}))
         return result if budget.scalar else _label(result, budget)
-    prob, error, nominal = _mixture_prob(fit, target, budget, mode, kind, mcse)
+    prob, error, nominal = _mixture_prob(fit, target, budget, mode, kind, mcse, inputs)
     if budget.scalar:
         return float(prob[0])
     table = nominal.assign(prob=prob, mcse=error)
