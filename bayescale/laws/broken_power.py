@@ -70,8 +70,10 @@ class BrokenPowerLaw(ScalingLaw):
              PaperParameter("f1", r"$f_1$", False, "sharpness of the break"))
     compute_optimal = "none"
     axes = {"flops": ("alpha", "alpha_after", "b")}
-    # A learning curve that flattens, like the NMT curves of Alabdulmohsin et al. (2022).
-    simulation = Simulation(inputs={"flops": np.geomspace(5e5, 5e8, 40)},
+    # A learning curve that flattens, like the NMT curves of Alabdulmohsin et al. (2022), but
+    # followed three decades past its break: on a shorter curve a steepening break with a
+    # larger E explains the same points nearly as well (the posterior then has two modes).
+    simulation = Simulation(inputs={"flops": np.geomspace(5e5, 5e10, 40)},
                             truth={"E": 0.25, "b": 63.0, "c0": 0.35, "c1": -0.25, "d1": 3e7,
                                    "f1": 0.5}, noise=0.01)
 

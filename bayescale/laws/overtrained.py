@@ -39,7 +39,7 @@ from .base import (PaperParameter, Parameter, ScalingLaw, Simulation, coefficien
 __all__ = ["OvertrainedLaw"]
 
 _LOG6 = math.log(6.0)
-_SIZES, _MULTIPLIERS = (a.ravel() for a in np.meshgrid(np.geomspace(1e7, 4e8, 6),
+_SIZES, _MULTIPLIERS = (a.ravel() for a in np.meshgrid(np.geomspace(1e7, 7e9, 6),
                                                        [10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0]))
 
 
@@ -64,7 +64,7 @@ class OvertrainedLaw(ScalingLaw):
              PaperParameter("eta", r"$\eta$", False, "compute exponent"))
     compute_optimal = "closed_form"
     axes = {"params": ("eta", "a_paper"), "tokens": ("eta", "b_paper")}
-    # Gadre et al.'s design: sizes up to 411M at M = 10..640; truth near Chinchilla's
+    # Gadre et al.'s design: sizes 11M to 6.9B at M = 10..640; truth near Chinchilla's
     # (alpha = beta = 0.34 means eta = 0.17).
     simulation = Simulation(inputs={"params": _SIZES, "tokens": _SIZES * _MULTIPLIERS},
                             truth={"E": 1.8, "a_paper": 60.0, "b_paper": 600.0, "eta": 0.17},
