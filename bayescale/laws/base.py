@@ -39,6 +39,12 @@ tests it. Declare, as class attributes:
 ``simulation`` (optional)
     For the contract test's recovery check: a :class:`Simulation` with true paper values and
     a design; without one the test simulates from the prior centres on a default design.
+``dataset`` (optional)
+    The name of a bundled data set (:func:`bayescale.load_dataset`) the law is benchmarked
+    on (``benchmarks/bench_laws.py``).
+``Parameter.point_grid`` (optional)
+    Starting values of the Hoffmann/Epoch-style point fit, per parameter; with them the law
+    gets :func:`bayescale.pointfit.point_fit` (objective and gradient derived from the formula).
 
 and write the formula ONCE, in one of three ways (each gives the others):
 
@@ -102,6 +108,14 @@ class Parameter:
         Matplotlib mathtext for axes, e.g. ``r"$\\alpha$"``.
     meaning : str
         One line for reports, e.g. ``"exponent of model size"``.
+    point_grid, point_grid_small : tuple of float
+        Starting values of the point fit (:mod:`bayescale.pointfit`) in its coordinate; a law
+        whose parameters all declare a grid gets a point fit. The point fit evaluates the
+        formula with every reference scale at zero, so coefficients are uncentred there.
+    point_log : bool
+        The point fit's coordinate is the log of the parameter (e.g. e = log E).
+    point_name : str
+        Name of that coordinate (default: the parameter's name).
     """
 
     name: str
@@ -110,6 +124,10 @@ class Parameter:
     upper: float = math.inf
     label: str = ""
     meaning: str = ""
+    point_grid: tuple[float, ...] = ()
+    point_grid_small: tuple[float, ...] = ()
+    point_log: bool = False
+    point_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -208,6 +226,7 @@ class ScalingLaw(ABC):
     new_inputs: ClassVar[tuple[InputSpec, ...]] = ()
     axes: ClassVar[dict[str, tuple[str, ...]]] = {}
     simulation: ClassVar[Simulation | None] = None
+    dataset: ClassVar[str | None] = None
     # Derived by __init_subclass__ (kept for code written against the first API):
     parameter_domains: ClassVar[dict[str, tuple[float, float]]]
     paper_parameters: ClassVar[tuple[str, ...]]
@@ -254,6 +273,16 @@ class ScalingLaw(ABC):
         """Number of free parameters of the law itself (not counting noise)."""
         return len(self.parameters)
 
+    @property
+    def splits_compute(self) -> bool:
+        """Whether the law has a compute-optimal split of C = 6·N·D (``compute_optimal``)."""
+        return self.compute_optimal != "none"
+
+    @property
+    def extra_inputs(self) -> tuple[str, ...]:
+        """Inputs beyond params/tokens/flops (held fixed when a budget is split)."""
+        return tuple(name for name in self.inputs if name not in STANDARD_INPUTS)
+
     def default_priors(self) -> dict[str, Prior]:
         """The declared default priors of the sampled parameters."""
         return {p.name: p.prior for p in self.parameters}
@@ -270,8 +299,8 @@ class ScalingLaw(ABC):
 
     def meanings(self) -> dict[str, str]:
         """One-line meanings of every parameter, for reports."""
-        out = {p.name: p.meaning for p in self.parameters if p.meaning}
-        out.update({p.name: p.meaning for p in self.paper if p.meaning})
+        out = {p.name: p.meaning for p in self.paper if p.meaning}
+        out.update({p.name: p.meaning for p in self.parameters if p.meaning})
         return out
 
     def reference_names(self) -> tuple[str, ...]:

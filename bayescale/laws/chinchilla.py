@@ -14,6 +14,7 @@ Besiroglu et al. 2024, Muennighoff et al. 2023).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from .base import (PaperParameter, Parameter, PowerTerm, ScalingLaw, Simulation,
 
 __all__ = ["ChinchillaLaw"]
 
+_EXP_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
+_E_GRID = (-1.0, -0.5, 0.0, 0.5, 1.0)
+_COEF_GRID = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0)
 _GRID_N, _GRID_R = np.meshgrid(np.geomspace(7e7, 1.6e10, 8), np.geomspace(2, 120, 6))
 
 
@@ -31,14 +35,20 @@ class ChinchillaLaw(ScalingLaw):
     name = "chinchilla"
     formula = "L(N, D) = E + A / N^alpha + B / D^beta"
     inputs = ("params", "tokens")
+    # Point-fit grid: Hoffmann et al.'s / Epoch's (e = log E, a = log A, b = log B).
     parameters = (
-        e_fraction_parameter(),
+        replace(e_fraction_parameter(), point_grid=_E_GRID, point_grid_small=(0.0, 0.5),
+                point_log=True, point_name="e"),
         Parameter("a", coefficient_prior(), label=r"$a$",
-                  meaning="log of the model-size term at the reference scale (nats)"),
+                  meaning="log of the model-size term at the reference scale (nats)",
+                  point_grid=_COEF_GRID, point_grid_small=(5.0, 10.0)),
         Parameter("b", coefficient_prior(), label=r"$b$",
-                  meaning="log of the data term at the reference scale (nats)"),
-        Parameter("alpha", exponent_prior(), 0.0, math.inf, r"$\alpha$", "exponent α"),
-        Parameter("beta", exponent_prior(), 0.0, math.inf, r"$\beta$", "exponent β"),
+                  meaning="log of the data term at the reference scale (nats)",
+                  point_grid=_COEF_GRID, point_grid_small=(5.0, 10.0)),
+        Parameter("alpha", exponent_prior(), 0.0, math.inf, r"$\alpha$", "exponent α",
+                  point_grid=_EXP_GRID, point_grid_small=(0.25, 0.5)),
+        Parameter("beta", exponent_prior(), 0.0, math.inf, r"$\beta$", "exponent β",
+                  point_grid=_EXP_GRID, point_grid_small=(0.25, 0.5)),
     )
     paper = (PaperParameter("E", r"$E$ (nats/token)", False, "irreducible loss"),
              PaperParameter("A", r"$A$", True, "model-size coefficient"),
@@ -46,6 +56,7 @@ class ChinchillaLaw(ScalingLaw):
              PaperParameter("alpha", r"$\alpha$", False, "model-size exponent"),
              PaperParameter("beta", r"$\beta$", False, "data exponent"))
     compute_optimal = "closed_form"
+    dataset = "chinchilla"
     axes = {"params": ("alpha", "A"), "tokens": ("beta", "B")}
     # Epoch AI's refit of Chinchilla (Besiroglu et al. 2024) on a grid of sizes and ratios.
     simulation = Simulation(inputs={"params": _GRID_N.ravel(), "tokens": (_GRID_N * _GRID_R).ravel()},

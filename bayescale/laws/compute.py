@@ -10,6 +10,7 @@ so α's prior is LogNormal(log 0.15, 0.8), covering 0.03–0.7.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -26,17 +27,23 @@ class ComputeLaw(ScalingLaw):
     name = "compute"
     formula = "L(C) = E + A * C^-alpha"
     inputs = ("flops",)
+    # Point-fit grid: compute and learning-curve exponents are small and the metric may be
+    # below 1 (error rates), so lower exponents and lower e = log E than Chinchilla's.
     parameters = (
-        e_fraction_parameter(),
+        replace(e_fraction_parameter(), point_grid=tuple(np.arange(-3.0, 1.5, 0.5)),
+                point_grid_small=(-1.0, 0.5), point_log=True, point_name="e"),
         Parameter("a", coefficient_prior(), label=r"$a$",
-                  meaning="log of the compute term at the reference scale (nats)"),
+                  meaning="log of the compute term at the reference scale (nats)",
+                  point_grid=(0.0, 5.0, 10.0, 15.0, 20.0, 25.0), point_grid_small=(0.0, 5.0)),
         Parameter("alpha", Prior("LogNormal", mu=math.log(0.15), sigma=0.8), 0.0, math.inf,
-                  r"$\alpha$", "exponent α of compute"),
+                  r"$\alpha$", "exponent α of compute",
+                  point_grid=(0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0), point_grid_small=(0.1, 0.3)),
     )
     paper = (PaperParameter("E", r"$E$ (nats/token)", False, "irreducible loss"),
              PaperParameter("A", r"$A$", True, "compute coefficient"),
              PaperParameter("alpha", r"$\alpha$", False, "compute exponent"))
     compute_optimal = "none"
+    dataset = "chinchilla"
     axes = {"flops": ("alpha", "A")}
     simulation = Simulation(inputs={"flops": np.geomspace(1e17, 1e21, 40)},
                             truth={"E": 2.0, "A": 130.0, "alpha": 0.11}, noise=0.01)
