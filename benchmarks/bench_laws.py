@@ -299,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         table.to_csv(RESULTS / name, index=False)
         print(table.round(4).to_string(index=False))
     if "timing" in args.only:
-        laws = ["kaplan", "kaplan_n", "broken_power", "data_constrained", "overtrained"]
+        # chinchilla and compute as the reference at the same machine load.
+        laws = ["chinchilla", "compute", "kaplan", "kaplan_n", "broken_power", "data_constrained",
+                "overtrained"]
         table = timing(laws, 1 if args.quick else args.repeats)
         table.to_csv(RESULTS / "laws_timing.csv", index=False)
         print(table.groupby("law")[["cold_s", "warm_s", "load_avg_1min"]].median().round(2).to_string())

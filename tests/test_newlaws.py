@@ -181,18 +181,15 @@ def test_data_constrained_needs_unique_tokens():
         bs.get_law("data_constrained").check_runs(runs)
 
 
-@pytest.mark.parametrize("name", ["kaplan", "broken_power", "data_constrained", "overtrained"])
-def test_recovers_the_simulated_truth(name):
-    """Every paper parameter's 99% interval holds the truth the runs were simulated from
-    (99%, not 94%: the check is joint over 4-6 parameters)."""
-    law = bs.get_law(name)
-    fit = quiet_fit(bs.ScalingModel(name), simulated_runs(name), draws=400, tune=600)
+def test_broken_power_recovers_a_flattening_break():
+    """Beyond the contract test's recovery: the flattening is found, not merely allowed
+    (c1's 99% interval excludes 0), and the break lies within a factor 3 of the truth."""
+    law = bs.get_law("broken_power")
+    fit = quiet_fit(bs.ScalingModel("broken_power"), simulated_runs("broken_power"), draws=400, tune=600)
     table = fit.summary(prob=0.99)
-    for key, value in law.simulation.truth.items():
-        lo, hi = table.loc[key, "hdi_lower"], table.loc[key, "hdi_upper"]
-        assert lo <= value <= hi, f"{name}: {key} = {value} outside [{lo:.4g}, {hi:.4g}]"
-    if name == "broken_power":  # the flattening is found, not only allowed
-        assert table.loc["c1", "hdi_upper"] < 0
+    assert table.loc["c1", "hdi_upper"] < 0
+    d1 = law.simulation.truth["d1"]
+    assert d1 / 3 < table.loc["d1", "median"] < 3 * d1
 
 
 # -- real data (slow) ------------------------------------------------------------------------
@@ -207,7 +204,9 @@ def test_datablations_fit_against_the_published_law():
     frame = frame[frame["loss"] < 6]
     runs = bs.load_runs(frame[["params", "tokens", "unique_tokens", "flops", "loss"]],
                         unique_tokens="unique_tokens")
-    fit = quiet_fit(bs.ScalingModel("data_constrained"), runs, draws=300, tune=500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bs.DesignWarning)  # the many-epoch tiny-data runs
+        fit = quiet_fit(bs.ScalingModel("data_constrained"), runs, draws=300, tune=500)
     from bayescale.laws.data_constrained import PUBLISHED
 
     law = fit.law
