@@ -73,6 +73,8 @@ class Node:
         raise NotTraceable("the formula converts a parameter or input to a Python float")
 
     def __getattr__(self, name):  # e.g. .shape, .astype: array methods the tracer lacks
+        if name.startswith("__"):  # protocol probes (copy, numpy, ...) must see "absent"
+            raise AttributeError(name)
         raise NotTraceable(f"the formula uses the array attribute .{name}")
 
 
@@ -107,6 +109,8 @@ class _Graph:
     def op(self, name: str, *args: Node) -> Node:
         if all(a.op == "const" for a in args):
             return self.wrap(_FOLD[name](*(a.value for a in args)))
+        if name == "log" and args[0].op == "exp":  # log(exp(x)) = x, without overflow
+            return args[0].args[0]
         return self._add(name, tuple(args))
 
 
@@ -184,9 +188,11 @@ class _Tracer:
 TRACER = _Tracer()
 
 
-def trace(law: Any) -> tuple[_Graph, Node, list[str], list[str], list[str]]:
+def trace(law: Any, log_params: Sequence[str] = ()) -> tuple[_Graph, Node, list[str], list[str], list[str]]:
     """Run ``law.log_loss`` on the tracer.
 
+    Parameters named in ``log_params`` enter as exp of their leaf, so the code's coordinate
+    (and gradient) is their log (``log(exp(x))`` simplifies to x, so nothing overflows).
     Returns the graph, its output node and the names of the parameters, reference values
     and inputs, in the order the emitted code numbers them.
     """
@@ -195,6 +201,8 @@ def trace(law: Any) -> tuple[_Graph, Node, list[str], list[str], list[str]]:
     ref_names = list(law.reference_names())
     input_names = list(law.inputs)
     theta = {n: graph.leaf("theta", i, n) for i, n in enumerate(theta_names)}
+    for name in log_params:
+        theta[name] = graph.op("exp", theta[name])
     ref = {n: graph.leaf("ref", i, n) for i, n in enumerate(ref_names)}
     log_x = {n: graph.leaf("x", i, n) for i, n in enumerate(input_names)}
     try:
@@ -235,6 +243,7 @@ def _forward_lines(node: Node, v) -> list[str]:
     lines += [f"{name}_e{i} = math.exp({x} - {name}_top)" for i, x in enumerate(a)]
     lines.append(f"{name}_sum = {' + '.join(f'{name}_e{i}' for i in range(len(a)))}")
     lines.append(f"{name} = {name}_top + math.log({name}_sum)")
+    lines.append(f"{name}_inv = 1.0 / {name}_sum")
     return lines
 
 
@@ -268,25 +277,28 @@ def _backward(node: Node, v, g: str) -> list[tuple[int, str]]:
     if op == "logaddexp":
         return [(0, f"{g} * math.exp({a[0]} - {out})"), (1, f"{g} * math.exp({a[1]} - {out})")]
     if op == "lse":
-        return [(i, f"{g} * {out}_e{i} / {out}_sum") for i in range(len(a))]
+        return [(i, f"{g} * {out}_e{i} * {out}_inv") for i in range(len(a))]
     raise NotTraceable(f"no derivative for {op}")
 
 
-def emit_log_loss(law: Any) -> dict[str, Any]:
+def emit_log_loss(law: Any, log_params: Sequence[str] = ()) -> dict[str, Any]:
     """Source code pieces for the law's log loss and its gradient.
+
+    ``log_params``: parameters whose coordinate ``th[k]`` is their log (see :func:`trace`).
 
     Returns a dict with
 
-    - ``theta``, ``refs``, ``inputs``: names in code order (``th[k]``, ``rf[k]``, ``xj[k]``);
+    - ``theta``, ``refs``, ``inputs``: names in code order (``th[k]``, ``rf[k]``, and input
+      k of run j as ``x<k>[j]``: the caller binds arrays ``x0``, ``x1``, ... and loops ``j``);
     - ``setup``: lines computing the run-independent values from ``th`` and ``rf`` and
       zeroing their adjoints (before the loop over runs);
-    - ``point``: lines computing ``mu`` at one run from ``xj`` (inside the loop);
+    - ``point``: lines computing ``mu`` at run ``j`` (inside the loop);
     - ``point_grad``: lines, after ``dmu`` (d objective / d mu) is known, adding that run's
       share to the adjoints (inside the loop);
     - ``finish``: lines turning the accumulated adjoints into ``gth[k]``
       (d objective / d theta[k]; ``gth`` is zeroed by the caller).
     """
-    graph, out, theta_names, ref_names, input_names = trace(law)
+    graph, out, theta_names, ref_names, input_names = trace(law, log_params)
     if not out.uses_theta:
         raise NotTraceable("the formula does not depend on its parameters")
     # Only nodes the output depends on, in graph (topological) order.
@@ -308,7 +320,7 @@ def emit_log_loss(law: Any) -> dict[str, Any]:
         if node.op == "ref":
             return f"rf[{node.value[0]}]"
         if node.op == "x":
-            return f"xj[{node.value[0]}]"
+            return f"x{node.value[0]}[j]"
         return f"v{node.id}"
 
     def adj(node: Node) -> str:

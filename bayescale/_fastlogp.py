@@ -147,6 +147,8 @@ def kernel(law: Any) -> ModuleType:
             source = KERNEL_TEMPLATE.format(
                 law=law.name, k=len(pieces["theta"]), ni=len(pieces["inputs"]),
                 nr=len(pieces["refs"]), lower=lower, upper=upper,
+                xslices=indent([f"x{i} = buf[DATA_START + {i} * n:DATA_START + {i + 1} * n]"
+                                for i in range(len(pieces["inputs"]))], 1),
                 setup=indent(pieces["setup"], 1), point=indent(pieces["point"], 2),
                 point_grad=indent(pieces["point_grad"], 2), finish=indent(pieces["finish"], 1))
             module = load_generated(f"logp_{_safe(law.name)}", source)
@@ -351,7 +353,7 @@ def logp_and_grad(u, grad, buf):
     th = values[:K]
     rf = buf[REF_START:REF_START + NR]
     gth = np.zeros(K)
-    xj = np.empty(NI)
+{xslices}
 {setup}
     y = buf[DATA_START + NI * n:DATA_START + (NI + 1) * n]
     g_sigma = 0.0
@@ -360,8 +362,6 @@ def logp_and_grad(u, grad, buf):
     half_nu1 = 0.5 * (nu + 1.0)
     nu_sampled = buf[HEADER + SLOT * (K + 1)] >= 0
     for j in range(n):
-        for i in range(NI):
-            xj[i] = buf[DATA_START + i * n + j]
 {point}
         r = (y[j] - mu) * inv_sigma
         r2 = r * r

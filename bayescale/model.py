@@ -1,9 +1,11 @@
 """ScalingModel: a law, its priors and a likelihood, turned into a PyMC model and sampled.
 
 This is the only module that imports PyMC. The default sampler, nutpie, does not need PyMC at
-all for the built-in laws: their log density and gradient are written out in
+all: each law's log density and gradient are generated from its formula by
 :mod:`bayescale._fastlogp` and compiled once by numba into its on-disk cache, so a new process
 starts sampling in about a second and a new data set is only a new buffer (no compilation).
+A law whose formula the generator cannot handle is sampled through PyMC instead, with a
+one-line :class:`FastPathWarning`.
 The same model built in PyMC (:meth:`ScalingModel.build`) is what PyMC's own sampler uses and
 what the tests compare the kernel with; ``sampler="nutpie-pymc"`` samples that PyMC model with
 nutpie, compiling it once per structure (law, priors, likelihood) and swapping data into the

@@ -3,7 +3,8 @@
 For each law in ``bs.available_laws()``: the numpy and pytensor forms of its one formula
 agree; the sampler's generated density and gradient match PyMC's log density; a fit to runs
 simulated from the law recovers the truth; forecast, prob_below and a save/load round trip
-work; and where the law declares a compute-optimal split, it matches a numeric minimiser.
+work; where the law declares a compute-optimal split, it matches a numeric minimiser; and
+where it declares a point-fit grid, the point fit's generated gradient is its objective's.
 Designs and truths come from the law's ``simulation`` declaration (or its prior centres on
 a default design).
 """
@@ -17,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytensor.tensor as pt
 import pytest
-from scipy.optimize import minimize_scalar
+from scipy.optimize import approx_fprime, minimize_scalar
 
 import bayescale as bs
 from bayescale import _fastlogp
-from bayescale.data import STANDARD_COLUMNS
+from bayescale.pointfit import POINT_LAWS, huber_objective, starting_grid
 
 LAWS = bs.available_laws()
 SETTINGS = {"draws": 400, "tune": 400, "chains": 2, "random_seed": 3}
@@ -194,3 +195,17 @@ def test_compute_optimal_split_matches_a_numeric_minimiser(name):
         numeric = minimize_scalar(along_budget, bounds=(0.5 * log_c6 - 12, 0.5 * log_c6 + 12),
                                   method="bounded", options={"xatol": 1e-10}).x
         assert log_n == pytest.approx(numeric, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in LAWS if n in POINT_LAWS])
+def test_point_fit_gradient_is_the_objectives(name):
+    law = bs.get_law(name)
+    runs = _simulated_runs(law)
+    log_x = np.log(np.vstack([runs.column(c) for c in law.inputs]))
+    log_y = np.log(runs.column("loss"))
+    rng = np.random.default_rng(3)
+    for x0 in starting_grid(law, "small")[:3]:
+        x = x0 + 0.05 * rng.standard_normal(x0.size)
+        _, grad = huber_objective(x, law, log_x, log_y)
+        numeric = approx_fprime(x, lambda z: huber_objective(z, law, log_x, log_y)[0], 1e-7)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-8)

@@ -134,3 +134,27 @@ def test_the_package_has_no_import_cycles():
     # Analysis modules work on draws and the law: they import neither fit nor model.
     for name in ("forecast", "risk", "allocation", "design", "plotting", "report", "io"):
         assert not {"bayescale.fit", "bayescale.model"} & graph[f"bayescale.{name}"], name
+
+
+def test_the_numeric_split_finds_chinchillas_closed_form():
+    from bayescale.laws.base import numeric_optimal_log_params
+
+    law = bs.get_law("chinchilla")
+    rng = np.random.default_rng(0)
+    theta = {"E_fraction": np.full((50, 1), 0.9), "a": rng.normal(-1, 0.3, (50, 1)),
+             "b": rng.normal(-1, 0.3, (50, 1)), "alpha": rng.uniform(0.25, 0.45, (50, 1)),
+             "beta": rng.uniform(0.25, 0.45, (50, 1))}
+    ref = {"log_min_loss": math.log(2.0), "log_ref_params": math.log(1e9),
+           "log_ref_tokens": math.log(2e10)}
+    log_c = np.log(np.array([[1e20, 1e23, 1e25]]))
+    np.testing.assert_allclose(numeric_optimal_log_params(law, theta, ref, log_c),
+                               law.optimal_log_params(theta, ref, log_c), atol=1e-6)
+
+
+def test_a_numeric_split_needs_the_laws_extra_inputs():
+    law = _WidgetLaw()
+    theta = {"E_fraction": 0.9, "a": -1.0, "alpha": 0.3}
+    ref = {k: 0.0 for k in law.reference_names()}
+    with pytest.raises(bs.ModelMismatchError, match="holds widgets fixed"):
+        law.optimal_log_params(theta, ref, np.log(1e21))
+    assert np.isfinite(law.optimal_log_params(theta, ref, np.log(1e21), {"widgets": np.log(1e9)}))

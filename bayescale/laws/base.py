@@ -437,7 +437,7 @@ class ScalingLaw(ABC):
         """log N_opt(C) per draw under C = 6·N·D.
 
         ``"numeric"`` laws get a golden-section search of the law's log loss in log N along
-        C = 6·N·D (N from 1 to C/6 tokens... bounded to a wide bracket), broadcasting
+        C = 6·N·D (see :func:`numeric_optimal_log_params`), broadcasting
         ``theta`` against ``log_flops``; ``fixed`` holds any other inputs (log values, e.g.
         ``unique_tokens``), broadcasting likewise. ``"closed_form"`` laws override this.
         """
@@ -469,6 +469,13 @@ def numeric_optimal_log_params(law: ScalingLaw, theta: Mapping[str, np.ndarray],
     """
     log_c6 = np.asarray(log_flops, dtype=np.float64) - _LOG6
     fixed = dict(fixed or {})
+    missing = [name for name in law.inputs if name not in ("params", "tokens", "flops", *fixed)]
+    if missing:
+        raise ModelMismatchError(f"the {law.name} law's compute-optimal split holds "
+                                 f"{', '.join(missing)} fixed: give a value for it (e.g. "
+                                 f"fit.forecast(flops=..., {missing[0]}=...))")
+    if "flops" in law.inputs:  # a law that also reads C itself: C is the budget
+        fixed.setdefault("flops", np.asarray(log_flops, dtype=np.float64))
 
     def f(log_n: np.ndarray) -> np.ndarray:
         log_x = {"params": log_n, "tokens": log_c6 - log_n, **fixed}
