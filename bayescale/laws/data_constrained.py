@@ -19,7 +19,10 @@ factor of 6.6 either way, because the decay constants are poorly pinned by few e
 
 Runs need a ``unique_tokens`` column (``load_runs(..., unique_tokens="U")``). The
 compute-optimal split for a given U has no closed form: it is found numerically along
-C = 6·N·D per draw (``compute_optimal = "numeric"``), holding U fixed.
+C = 6·N·D per draw (``compute_optimal = "numeric"``), holding U fixed. Where the budget buys
+thousands of epochs of U (e.g. U = 1.4e9 tokens at C = 1e23 FLOPs), both D' and N' have
+saturated and the loss is flat in N to machine precision: any N on that plateau is optimal,
+and the one returned is arbitrary within it.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ UNIQUE_TOKENS = InputSpec("unique_tokens", "U", "unique token count", "unique to
 PUBLISHED = {"E": 1.869, "A": 520.4, "B": 1488.0, "alpha": 0.3527, "beta": 0.3527,
              "rd_star": 15.39, "rn_star": 5.31}
 
-# Simulated design: sizes x tokens per parameter x epochs over the unique data.
-_N, _RATIO, _EPOCHS = (a.ravel() for a in np.meshgrid(np.geomspace(1e8, 3e9, 5), [10.0, 40.0],
-                                                      [1.0, 4.0, 16.0, 60.0], indexing="ij"))
+# Simulated design, like the datablations grid: sizes up to 8B, at 20 and 80 tokens per
+# parameter, on 1 to 32 epochs of the unique data.
+_N, _RATIO, _EPOCHS = (a.ravel() for a in np.meshgrid(np.geomspace(1e8, 8e9, 5), [20.0, 80.0],
+                                                      [1.0, 2.0, 8.0, 32.0], indexing="ij"))
 
 
 class DataConstrainedLaw(ScalingLaw):
