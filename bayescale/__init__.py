@@ -31,6 +31,7 @@ from .exceptions import (
 from .fit import Diagnostics, ScalingFit
 from .io import load_fit
 from .laws import ChinchillaLaw, ComputeLaw, ScalingLaw, get_law
+from .many import FitCollection, GroupFailure, GroupFailureWarning, fit_many, load_fits
 from .model import ScalingModel
 from .priors import Prior
 from .report import write_report
@@ -66,4 +67,10 @@ __all__ = [
     "load_fit",
     "load_runs",
     "write_report",
+    # many fits at once (bayescale.many)
+    "FitCollection",
+    "GroupFailure",
+    "GroupFailureWarning",
+    "fit_many",
+    "load_fits",
 ]
