@@ -239,14 +239,20 @@ def _jit_cache_lock() -> Iterator[None]:
 def warm_kernels() -> None:
     """Load (or, the first time after installing, compile) the sampler's numba kernels.
 
+    Also imports nutpie and the model, so that a worker's first fit times sampling only.
+
     Safe to call from many fresh processes at once: one compiles, the others load its
-    cache. Called once per process before its first fit.
+    cache. Called once per process before its first fit (it is cheap after that).
     """
     global _warm
     if _warm:
         return
     with _jit_cache_lock():
         from . import _fastlogp  # noqa: F401  (decorating its C callbacks loads or compiles them)
+    # The rest of the fit's imports, so that a worker's first fit times sampling only.
+    import nutpie  # noqa: F401
+
+    from . import model  # noqa: F401
     _warm = True
 
 
