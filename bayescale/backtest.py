@@ -271,7 +271,8 @@ def backtest(runs: Runs, law: "str | ScalingLaw" = "chinchilla", *,
              priors: "Mapping[str, Prior] | None" = None, draws: int = 1000, tune: int = 1000,
              chains: int = 4, random_seed: int | None = 0, progressbar: bool = False,
              sampler: str = "nutpie", check: bool = True, parallel: str | None = None,
-             client: Any = None, _fit: "ScalingFit | None" = None) -> Backtest:
+             client: Any = None,
+             _fit: "ScalingFit | None" = None) -> "Backtest | dict[float, Backtest]":
     """Fit a law on the smaller runs and score its forecasts of the larger ones.
 
     Each held-out run is forecast at its own inputs — its (N, D) for a law of N and D, its
@@ -329,7 +330,7 @@ def backtest(runs: Runs, law: "str | ScalingLaw" = "chinchilla", *,
         if holdout_frac is not None or holdout is not None:
             raise ValueError("several cutoff_flops make one backtest per cutoff; do not give "
                              "holdout_frac= or holdout= with them")
-        return _backtest_cutoffs(runs, law, list(np.asarray(cutoff_flops, dtype=float)),
+        return _backtest_cutoffs(runs, law, [float(c) for c in np.asarray(cutoff_flops, dtype=float)],
                                  parallel=parallel, client=client, prob=prob,
                                  likelihood=likelihood, priors=priors, draws=draws, tune=tune,
                                  chains=chains, random_seed=random_seed,

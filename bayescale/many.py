@@ -360,22 +360,29 @@ def _processes(tasks: list[_Task], max_workers: int | None, start_method: str | 
     pending = list(tasks)
     for attempt in range(retries + 1):
         broken: list[_Task] = []
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                 initializer=_init_worker) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                   initializer=_init_worker)
+        try:
             futures = {pool.submit(_run_task, task): task for task in pending}
             for future in as_completed(futures):
                 task = futures[future]
                 try:
-                    yield future.result()
+                    outcome = future.result()
                 except BrokenProcessPool as exc:
                     # A worker died (killed, out of memory, crashed): the pool is gone. Run the
                     # groups it took with it again on a new pool.
-                    if attempt == retries:
-                        yield _lost(task, exc)
-                    else:
+                    if attempt < retries:
                         broken.append(task)
+                        continue
+                    outcome = _lost(task, exc)
                 except Exception as exc:  # e.g. a result that could not be unpickled
-                    yield _lost(task, exc)
+                    outcome = _lost(task, exc)
+                yield outcome
+        except BaseException:
+            # Interrupted (Ctrl-C, or the caller stopped): do not wait for the queued fits.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         if not broken:
             return
         pending = sorted(broken, key=lambda t: t.position)
@@ -399,15 +406,18 @@ def _dask(tasks: list[_Task], client: Any) -> Iterator[_Outcome]:
     by_key = {future.key: task for future, task in zip(futures, tasks)}
     # Dask reruns the fit of a worker that dies (up to the scheduler's allowed-failures);
     # only then does a future raise (KilledWorker), and that group is recorded as failed.
-    completed = as_completed(futures)
-    del futures
-    for future in completed:
-        task = by_key[future.key]
-        try:
-            yield future.result()
-        except Exception as exc:
-            yield _lost(task, exc)
-        future.release()
+    try:
+        for future in as_completed(futures):
+            task = by_key[future.key]
+            try:
+                outcome = future.result()
+            except Exception as exc:
+                outcome = _lost(task, exc)
+            future.release()
+            yield outcome
+    except BaseException:
+        client.cancel(futures)  # interrupted: free the cluster of the fits still queued
+        raise
 
 
 # -- progress ------------------------------------------------------------------------------
@@ -637,6 +647,12 @@ def fit_many(data: pd.DataFrame | str | PathLike[str], by: str | Sequence[str],
     ConvergenceWarning, DesignWarning, ...
         One warning per kind across all groups, naming how many groups raised it (the
         messages are in ``FitCollection.warnings``).
+
+    Notes
+    -----
+    Dask workers need the same bayescale installed. Fits in one worker process run one at a
+    time (warnings are recorded per fit, and Python's warning filters are process-wide), so
+    give workers one thread each and use more worker processes.
 
     Examples
     --------

@@ -291,6 +291,17 @@ def test_cli_fit_many_saves_a_collection(tmp_path, capsys):
 
 # -- Dask ----------------------------------------------------------------------------------
 
+def test_dask_without_a_client_says_how_to_get_one(frame20):
+    distributed = pytest.importorskip("distributed")
+    try:
+        distributed.get_client()
+        pytest.skip("a Dask client is already running")
+    except ValueError:
+        pass
+    with pytest.raises(ValueError, match="found no Dask client"):
+        bs.fit_many(frame20, by="task", law="compute", parallel="dask")
+
+
 @pytest.fixture(scope="module")
 def dask_client():
     distributed = pytest.importorskip("distributed")
@@ -328,17 +339,6 @@ def test_dask_retries_the_fits_of_a_killed_worker(frame20, serial20, dask_client
     deadline = time.time() + 30
     while len(dask_client.scheduler_info()["workers"]) < 2 and time.time() < deadline:
         time.sleep(0.2)                                   # the nanny restarts it
-
-
-def test_dask_without_a_client_says_how_to_get_one(frame20):
-    distributed = pytest.importorskip("distributed")
-    try:
-        distributed.get_client()
-        pytest.skip("a Dask client is already running")
-    except ValueError:
-        pass
-    with pytest.raises(ValueError, match="found no Dask client"):
-        bs.fit_many(frame20, by="task", law="compute", parallel="dask")
 
 
 # -- the numba cache under racing processes ------------------------------------------------
