@@ -27,8 +27,11 @@ fits, one per worker, from a fresh process).
 
 The machine is shared: the 1-minute load average is recorded before and after every row.
 
-Usage: python benchmarks/bench_many.py [--quick] [--only compute|chinchilla]
-Writes benchmarks/results/many_throughput.csv and many_startup.csv.
+``--race`` instead starts 4 fresh processes at once on an empty numba cache, with and without
+bayescale's lock, and counts how many compiled the sampler's kernels.
+
+Usage: python benchmarks/bench_many.py [--quick] [--only compute|chinchilla] | --race
+Writes benchmarks/results/many_throughput.csv and many_startup.csv (many_cache_race.csv).
 """
 
 from __future__ import annotations
@@ -151,6 +154,44 @@ def startup_one(method: str) -> dict:
             "load_after": os.getloadavg()[0]}
 
 
+RACER = r"""
+import json, sys, time
+gate, locked = float(sys.argv[1]), sys.argv[2] == "lock"
+while time.time() < gate:
+    time.sleep(0.001)
+start = time.perf_counter()
+if locked:
+    from bayescale import many
+    many.warm_kernels()
+else:  # the same imports, without the lock
+    import bayescale._fastlogp, bayescale.model, nutpie
+from bayescale import _fastlogp
+print(json.dumps({"compiled": _fastlogp.logp_cfunc.cache_hits == 0,
+                  "seconds": time.perf_counter() - start}))
+"""
+
+
+def cache_race(n: int = 4) -> list[dict]:
+    """n fresh processes load the sampler's kernels at once from an empty numba cache."""
+    import tempfile
+
+    rows = []
+    for mode in ("no lock", "lock"):
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+            gate, load_before = time.time() + 4, os.getloadavg()[0]
+            racers = [subprocess.Popen([sys.executable, "-c", RACER, str(gate),
+                                        "lock" if mode == "lock" else "none"], env=env,
+                                       stdout=subprocess.PIPE, text=True) for _ in range(n)]
+            results = [json.loads(r.communicate()[0].strip().splitlines()[-1]) for r in racers]
+            rows.append({"mode": mode, "processes": n,
+                         "compiled": sum(r["compiled"] for r in results),
+                         "seconds_max": max(r["seconds"] for r in results),
+                         "all_done_s": time.time() - gate, "load_before": load_before,
+                         "load_after": os.getloadavg()[0]})
+    return rows
+
+
 def in_fresh_process(*args: str) -> dict:
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
                          check=True, cwd=ROOT)
@@ -163,7 +204,16 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(WORKLOADS), help="one workload")
     parser.add_argument("--one", nargs=2, metavar=("WORKLOAD", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--startup", metavar="METHOD", help=argparse.SUPPRESS)
+    parser.add_argument("--race", action="store_true",
+                        help="only: 4 fresh processes and an empty numba cache, with and "
+                             "without bayescale's lock")
     args = parser.parse_args()
+    if args.race:
+        rows = cache_race()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(RESULTS / "many_cache_race.csv", index=False)
+        print(pd.DataFrame(rows).to_string(index=False))
+        return
     if args.one:
         print(json.dumps(run_one(*args.one, quick=args.quick)))
         return
