@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -197,22 +196,10 @@ _warm = False
 
 
 def _lock_path() -> Path:
-    """A lock file beside numba's cache of the sampler kernels (or in the temp dir)."""
-    from numba.core import config
+    """A lock file in the folder of the generated kernels (whose numba cache sits beside them)."""
+    from ._derive import cache_dir
 
-    spec = importlib.util.find_spec("bayescale._fastlogp")
-    candidates = []
-    if config.CACHE_DIR:
-        candidates.append(Path(config.CACHE_DIR))
-    if spec is not None and spec.origin:
-        candidates.append(Path(spec.origin).parent / "__pycache__")
-    for folder in candidates:
-        with contextlib.suppress(OSError):
-            folder.mkdir(parents=True, exist_ok=True)
-            if os.access(folder, os.W_OK):
-                return folder / "bayescale-jit.lock"
-    tag = hashlib.sha256(str(spec.origin if spec else "").encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"bayescale-jit-{tag}.lock"
+    return cache_dir() / "bayescale-jit.lock"
 
 
 @contextlib.contextmanager
@@ -236,24 +223,37 @@ def _jit_cache_lock() -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def warm_kernels() -> None:
-    """Load (or, the first time after installing, compile) the sampler's numba kernels.
+_warm_laws: set[str] = set()
+
+
+def warm_kernels(law: "str | ScalingLaw | None" = None) -> None:
+    """Load (or, the first time, generate and compile) the sampler's numba kernel of a law.
 
     Also imports nutpie and the model, so that a worker's first fit times sampling only.
 
-    Safe to call from many fresh processes at once: one compiles, the others load its
-    cache. Called once per process before its first fit (it is cheap after that).
+    Safe to call from many fresh processes at once: under a file lock one writes the
+    generated source and compiles it, the others wait and load its cache. Cheap once done
+    in a process.
     """
     global _warm
-    if _warm:
+    name = None if law is None else (law if isinstance(law, str) else law.name)
+    if _warm and name in _warm_laws | {None}:
         return
     with _jit_cache_lock():
-        from . import _fastlogp  # noqa: F401  (decorating its C callbacks loads or compiles them)
-    # The rest of the fit's imports, so that a worker's first fit times sampling only.
-    import nutpie  # noqa: F401
+        from . import _fastlogp
 
-    from . import model  # noqa: F401
-    _warm = True
+        if name is not None:
+            from ._derive import NotTraceable
+            from .laws import get_law
+
+            with contextlib.suppress(NotTraceable):  # such laws sample the PyMC model instead
+                _fastlogp.kernel(get_law(law))
+            _warm_laws.add(name)
+    if not _warm:
+        import nutpie  # noqa: F401
+
+        from . import model  # noqa: F401
+        _warm = True
 
 
 def _init_worker() -> None:
@@ -287,7 +287,10 @@ def _failure(key: Key, exc: BaseException) -> GroupFailure:
 
 def _run_task(task: _Task) -> _Outcome:
     """Fit one group; never raises (errors are returned as a GroupFailure)."""
-    warm_kernels()
+    try:
+        warm_kernels(task.law)
+    except Exception:  # e.g. an unknown law: the fit below reports it for this group
+        pass
     from .model import ScalingModel
 
     # Fits in one process run one at a time: catch_warnings is process-wide, so threads
@@ -467,7 +470,9 @@ def _execute(tasks: list[_Task], parallel: str | None, client: Any, max_workers:
     if parallel is None:
         stream = _serial(tasks)
     elif parallel == "processes":
-        warm_kernels()  # fill numba's cache here once, before the workers race for it
+        laws = {(t.law if isinstance(t.law, str) else t.law.name): t.law for t in tasks}
+        for law in laws.values():
+            warm_kernels(law)  # fill the kernel cache here once, before the workers race for it
         stream = _processes(tasks, max_workers, start_method)
     else:
         stream = _dask(tasks, client)
@@ -1055,7 +1060,7 @@ def load_fits(directory: str | PathLike[str]) -> FitCollection:
     FitFileError
         When the directory has no valid index, or a fit file is missing or damaged.
     """
-    from .io import load_fit
+    from .fit import load_fit
 
     source = Path(directory)
     index_path = source / INDEX_NAME

@@ -349,7 +349,7 @@ RACER = textwrap.dedent("""
     while time.time() < start:      # every racer leaves the gate at the same moment
         time.sleep(0.001)
     from bayescale import many
-    many.warm_kernels()
+    many.warm_kernels("compute")
     from bayescale import _fastlogp
     import bayescale as bs, numpy as np, pandas as pd
     flops = np.geomspace(1e17, 1e21, 12)
@@ -358,7 +358,8 @@ RACER = textwrap.dedent("""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = bs.ScalingModel("compute").fit(runs, draws=100, tune=100, chains=2, random_seed=1)
-    print(json.dumps({"hits": [_fastlogp.logp_cfunc.cache_hits, _fastlogp.expand_cfunc.cache_hits],
+    kernel = _fastlogp.kernel(bs.get_law("compute"))
+    print(json.dumps({"hits": [kernel.logp_cfunc.cache_hits, kernel.expand_cfunc.cache_hits],
                       "alpha": fit.posterior["alpha"].to_numpy().ravel().tolist()}))
 """)
 
@@ -366,7 +367,7 @@ RACER = textwrap.dedent("""
 @pytest.mark.slow
 def test_four_fresh_processes_share_one_compilation(tmp_path):
     cache = tmp_path / "numba-cache"
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "BAYESCALE_CACHE_DIR": str(tmp_path / "kernels")}
     gate = time.time() + 3.0
     racers = [subprocess.Popen([sys.executable, "-c", RACER, str(gate)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
