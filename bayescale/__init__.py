@@ -13,6 +13,7 @@ a target within a budget, and the compute-optimal split of a budget between N an
 from __future__ import annotations
 
 from .backtest import Backtest, backtest, compare
+from .budget import Budget, Hardware
 from .data import Runs, load_runs
 from .datasets import load_dataset
 from .design import check_design
@@ -40,6 +41,7 @@ from .report import write_report
 __all__ = [
     "Backtest",
     "BayescaleError",
+    "Budget",
     "ChinchillaLaw",
     "ComputeLaw",
     "ConvergenceWarning",
@@ -47,6 +49,7 @@ __all__ = [
     "Diagnostics",
     "ExtrapolationWarning",
     "FitFileError",
+    "Hardware",
     "ModelMismatchError",
     "NotFittedError",
     "Prior",
