@@ -32,6 +32,7 @@ from .exceptions import (
 from ._version import __version__
 from .fit import Diagnostics, ScalingFit, load_fit
 from .laws import ChinchillaLaw, ComputeLaw, ScalingLaw, available_laws, get_law
+from .many import FitCollection, GroupFailure, GroupFailureWarning, fit_many, load_fits
 from .model import ScalingModel
 from .priors import Prior
 from .report import write_report
@@ -69,4 +70,10 @@ __all__ = [
     "load_fit",
     "load_runs",
     "write_report",
+    # many fits at once (bayescale.many)
+    "FitCollection",
+    "GroupFailure",
+    "GroupFailureWarning",
+    "fit_many",
+    "load_fits",
 ]

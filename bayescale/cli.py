@@ -637,6 +637,59 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_many(args: argparse.Namespace) -> int:
+    """Fit the law to every group of a CSV; save one file per fit plus an index."""
+    from .many import fit_many
+
+    if args.scheduler and args.parallel != "dask":
+        raise BayescaleError("--scheduler is for --parallel dask")
+    output = Path(args.output) if args.output else None
+    if output is not None and output.exists() and not args.force and (
+            not output.is_dir() or any(output.iterdir())):
+        raise FileExistsError(f"{output} exists; pass --force to replace a saved collection")
+    client = cluster = None
+    if args.parallel == "dask":
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise BayescaleError("--parallel dask needs dask.distributed: "
+                                 "pip install 'bayescale[dask]'") from None
+        if args.scheduler:
+            client = Client(args.scheduler)
+        else:
+            cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster)
+    groups = " and ".join(args.by)
+    print(f"Fitting the {args.law} law to every {groups} of {args.runs} ({args.chains} chains x "
+          f"{args.draws} draws, seed {args.seed}, {args.parallel or 'serial'})...", file=sys.stderr)
+    try:
+        fits = fit_many(args.runs, by=args.by, law=args.law, params=args.params_col,
+                        tokens=args.tokens_col, flops=args.flops_col, loss=args.loss_col,
+                        likelihood=args.likelihood, draws=args.draws, tune=args.tune,
+                        chains=args.chains, random_seed=args.seed, sampler=args.sampler,
+                        parallel=args.parallel, client=client,
+                        max_workers=args.workers if args.parallel == "processes" else None,
+                        progressbar=not args.no_progress)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    if len(fits):
+        table = fits.summary().pivot_table(index=fits.by, columns="parameter", values="median",
+                                           sort=False)
+        print(f"\nPosterior medians by group ({len(fits)} fitted)")
+        print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    for key, failure in fits.failures.items():
+        print(f"failed: {key!r}: {failure}", file=sys.stderr)
+    if output is not None:
+        fits.save(output, overwrite=args.force)
+        print(f"\nSaved {len(fits)} fits and {len(fits.failures)} failures to {output}/ "
+              "(index.json lists them)")
+    return 1 if fits.failures else 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     candidates = None
     if args.candidates is not None:
@@ -786,6 +839,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--force", action="store_true", help="replace an existing report")
     _add_budget_arguments(report, single=True)
     report.set_defaults(handler=cmd_report)
+
+    many = sub.add_parser("fit-many", help="fit the law to every group of runs (one fit per "
+                                           "task, mix, ...); exit status 1 if a group failed")
+    _add_run_arguments(many)
+    _add_fit_arguments(many)
+    many.add_argument("--by", nargs="+", required=True, help="column(s) naming a group")
+    many.add_argument("-o", "--output", help="directory for the fits (one .nc per group "
+                                             "and index.json)")
+    many.add_argument("--parallel", choices=["processes", "dask"],
+                      help="run the fits on a local process pool or on Dask (default: serial)")
+    many.add_argument("--scheduler", metavar="ADDRESS",
+                      help="with --parallel dask: the scheduler, e.g. tcp://10.0.0.5:8786 "
+                           "(default: a local cluster)")
+    many.add_argument("--workers", type=_positive_int, default=None,
+                      help="processes of the local pool or cluster (default: the cores)")
+    many.add_argument("--force", action="store_true", help="replace a collection saved there")
+    many.set_defaults(handler=cmd_fit_many)
 
     plan = sub.add_parser("plan", help="which pilot runs to train first: expected reduction of "
                                        "the forecast's uncertainty per FLOP")
