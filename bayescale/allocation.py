@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .discrepancy import discrepancy_shift
 from .exceptions import ExtrapolationWarning, ModelMismatchError
 from .forecast import _positive_array
 from .risk import _check_prob, prob_below
@@ -70,8 +71,11 @@ def optimal_allocation_draws(fit: "ScalingFit", flops: object) -> dict[str, np.n
     theta = fit.theta(expand=True)
     log_n = fit.law.optimal_log_params(theta, fit.reference, log_c)
     log_d = log_c - _LOG6 - log_n
-    log_loss = fit.law.log_loss(theta, {"params": log_n, "tokens": log_d, "flops": log_c},
-                                fit.reference, np)
+    log_x = {"params": log_n, "tokens": log_d, "flops": log_c}
+    log_loss = fit.law.log_loss(theta, log_x, fit.reference, np)
+    shift = discrepancy_shift(fit, log_x, theta["sigma"], theta, log_loss)
+    if shift is not None:
+        log_loss = log_loss + shift
     return {"params": np.exp(log_n), "tokens": np.exp(log_d),
             "tokens_per_param": np.exp(log_d - log_n), "loss": np.exp(log_loss)}
 
@@ -142,9 +146,13 @@ def _optimal_summary(fit: "ScalingFit", flops: np.ndarray, levels: np.ndarray) -
         rows = part.stop - part.start
         log_n = law.optimal_log_params(theta, fit.reference, log_c[part])
         log_d = log_c[part] - _LOG6 - log_n
-        loss = law.loss(theta, {"params": log_n, "tokens": log_d, "flops": log_c[part]},
-                        fit.reference, out=workspace.array("loss", rows, fit.n_draws),
+        log_x = {"params": log_n, "tokens": log_d, "flops": log_c[part]}
+        loss = law.loss(theta, log_x, fit.reference, out=workspace.array("loss", rows, fit.n_draws),
                         work=workspace.array("work", rows, fit.n_draws))
+        shift = (None if fit.discrepancy is None else
+                 discrepancy_shift(fit, log_x, theta["sigma"], theta, np.log(loss)))
+        if shift is not None:
+            loss *= np.exp(shift, out=shift)
         return np.column_stack([row_quantiles(np.exp(log_n, out=log_n), levels),
                                 row_quantiles(loss, levels)])
 

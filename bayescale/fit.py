@@ -22,6 +22,7 @@ from .laws import ScalingLaw
 from .priors import Prior
 
 if TYPE_CHECKING:
+    from .discrepancy import Discrepancy
     from .model import ScalingModel
 
 __all__ = ["ScalingFit", "Diagnostics", "RHAT_MAX", "ESS_MIN"]
@@ -100,6 +101,10 @@ class ScalingFit:
         Sampler statistics (divergences, tree depth, step size) with dims (chain, draw).
     settings : dict
         draws, tune, chains, sampler, random_seed and wall-clock seconds.
+    discrepancy : Discrepancy or None
+        The law's own error past the fitted range, added to every forecast
+        (:mod:`bayescale.discrepancy`); None for fits saved by bayescale 0.1.0, whose
+        forecasts are law + run-to-run noise only.
     """
 
     law: ScalingLaw
@@ -110,6 +115,7 @@ class ScalingFit:
     posterior: xr.Dataset
     sample_stats: xr.Dataset
     settings: dict[str, Any]
+    discrepancy: "Discrepancy | None" = None
 
     # -- construction ------------------------------------------------------------------
 
@@ -126,15 +132,24 @@ class ScalingFit:
                 stats[name] = raw_stats[raw_name].astype(bool if name == "diverging" else np.float64)
         sample_stats = xr.Dataset(stats)
         sample_stats = sample_stats.drop_vars([c for c in sample_stats.coords if c not in ("chain", "draw")])
-        return cls(law=model.law, priors=dict(model.priors), likelihood=model.likelihood,
-                   runs=runs, reference=model.law.reference(runs), posterior=posterior,
-                   sample_stats=sample_stats, settings=dict(settings))
+        from .discrepancy import learned_discrepancy
+
+        fit = cls(law=model.law, priors=dict(model.priors), likelihood=model.likelihood,
+                  runs=runs, reference=model.law.reference(runs), posterior=posterior,
+                  sample_stats=sample_stats, settings=dict(settings))
+        # The law's error past the fitted range, learned from the runs (rolling origin)
+        # under the corpus prior: every forecast of the fit carries it.
+        return replace(fit, discrepancy=learned_discrepancy(fit))
 
     def __repr__(self) -> str:
         s = self.settings
         return (f"ScalingFit(law={self.law.name!r}, likelihood={self.likelihood!r}, "
                 f"runs={len(self.runs)}, chains={s['chains']}, draws={s['draws']}, "
                 f"seed={s['random_seed']})")
+
+    def with_discrepancy(self, discrepancy: "Discrepancy | None") -> "ScalingFit":
+        """The same posterior with another discrepancy (None: law + noise only, as 0.1.0)."""
+        return replace(self, discrepancy=discrepancy)
 
     # -- draws -------------------------------------------------------------------------
 

@@ -101,6 +101,9 @@ def _to_tree(fit: "ScalingFit") -> xr.DataTree:
         "settings": json.dumps(fit.settings, sort_keys=True),
         "runs_source": fit.runs.source,
     }
+    if getattr(fit, "discrepancy", None) is not None:
+        # Optional: files without it (bayescale 0.1.0) load with no discrepancy.
+        attrs["discrepancy"] = json.dumps(fit.discrepancy.to_dict(), sort_keys=True)
     from . import __version__
 
     attrs["bayescale_version"] = __version__
@@ -170,6 +173,11 @@ def load_fit(path: str | PathLike[str]) -> "ScalingFit":
         posterior = tree["posterior"].to_dataset()
         sample_stats = tree["sample_stats"].to_dataset()
         likelihood = str(attrs["likelihood"])
+        discrepancy = None
+        if "discrepancy" in attrs:
+            from .discrepancy import Discrepancy
+
+            discrepancy = Discrepancy.from_dict(json.loads(attrs["discrepancy"]))
         # Files written before checksums were added have none; they load unchecked.
         if "checksum" in attrs and attrs["checksum"] != _checksum(
                 dict(attrs), {"posterior": posterior, "sample_stats": sample_stats,
@@ -180,4 +188,4 @@ def load_fit(path: str | PathLike[str]) -> "ScalingFit":
         raise FitFileError(f"{str(source)!r} is damaged or incomplete: {exc}") from exc
     return ScalingFit(law=law, priors=priors, likelihood=likelihood, runs=runs,
                       reference=reference, posterior=posterior, sample_stats=sample_stats,
-                      settings=settings)
+                      settings=settings, discrepancy=discrepancy)

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from .discrepancy import discrepancy_shift
 from .exceptions import UnreachableTargetWarning
 from .forecast import KINDS, _positive_array, draw_rows, resolve_points, warn_if_extrapolating
 
@@ -151,8 +152,18 @@ def _log_of_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_x: dict[st
     loss = fit.law.loss(theta, log_x, fit.reference, **buffers)
     # L beyond 1e308 (L > 0, so its max tells): only log-sum-exp keeps the value finite.
     if loss.size and math.isinf(loss.max()):
-        return fit.law.log_loss(theta, log_x, fit.reference, np)
-    return np.log(loss, out=loss)
+        log_loss = fit.law.log_loss(theta, log_x, fit.reference, np)
+    else:
+        log_loss = np.log(loss, out=loss)
+    shift = discrepancy_shift(fit, log_x, _a_parameter(theta), theta, log_loss)
+    if shift is not None:
+        log_loss += shift
+    return log_loss
+
+
+def _a_parameter(theta: dict[str, np.ndarray]) -> np.ndarray:
+    """One parameter array: its shape says how the draws lie."""
+    return theta["sigma"] if "sigma" in theta else next(iter(theta.values()))
 
 
 def _oracle_log_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_c: np.ndarray,
@@ -349,7 +360,14 @@ def _prob_at_log_flops(fit: "ScalingFit", log_targets: np.ndarray, log_c: np.nda
 
 def _prob_limit(fit: "ScalingFit", log_targets: np.ndarray, kind: str) -> np.ndarray:
     """P(loss ≤ target) with unlimited compute: the law's loss falls to E in every draw."""
-    log_e = fit.law.log_e(draw_rows(fit), fit.reference, np)
+    theta = draw_rows(fit)
+    log_e = fit.law.log_e(theta, fit.reference, np)
+    # δ at unlimited compute: its value at the distance cap.
+    far = {"params": np.array(300.0), "tokens": np.array(300.0)}   # e^300: as if unlimited
+    far["flops"] = np.array(_LOG6 + 600.0)
+    shift = discrepancy_shift(fit, far, theta["sigma"], theta, log_e)
+    if shift is not None:
+        log_e = log_e + shift
     if kind == "mean":
         return (log_e < log_targets[:, None]).mean(axis=1)
     return _prob_draws(fit, log_targets[:, None], log_e, kind).mean(axis=1)
