@@ -100,7 +100,9 @@ def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9) -> p
     pandas.DataFrame
         Column ``flops`` and, each as ``*_median``, ``*_lower``, ``*_upper``: ``params`` (N,
         parameters), ``tokens`` (D, training tokens), ``tokens_per_param`` (D/N) and ``loss``
-        (the law's expected loss at the optimum, no run-to-run noise). ``attrs["prob"]``.
+        (the law's expected loss at the optimum: parameter uncertainty and the law's own
+        error past the fitted range, the discrepancy; no run-to-run noise).
+        ``attrs["prob"]``. The split itself is the law's optimum per draw (δ does not move it).
 
     Warns
     -----

@@ -6,9 +6,7 @@ The predictive of a fit (see the design's "The predictive")::
 
 - ``law(θ; x)``: the law's log loss under a posterior draw θ (parameter uncertainty);
 - ``δ(x)``: the law's own error, zero inside the fitted range and growing with the distance
-  past it: δ(x) = z·τ·min(d(x), cap)^power, with d(x) the decades past the largest fitted
-  value of any input (compute, and N and D for a law of both), τ the scale per decade and
-  z ~ Normal(0, 1);
+  past it (below), z ~ Normal(0, 1) times a learned scale τ;
 - ``ε``: run-to-run noise (the likelihood's σ and ν).
 
 One z per posterior draw, shared by every point, the same device as the noise factors of
@@ -17,10 +15,18 @@ curve is smooth, and a draw's law + δ stays one curve, so P(L ≤ target) given
 stays a closed-form mean of noise CDFs. ``z`` is drawn from a generator seeded by the fit's
 seed, so a saved and loaded fit forecasts the same numbers.
 
-The scale τ is learned, not set: the default comes from an empirical-Bayes fit over a corpus
-of published scaling studies (``benchmarks/bench_calibration.py``, evaluated
-leave-one-study-out), stored with the fit. A fit without a discrepancy (saved by bayescale
-0.1.0, or ``discrepancy=None``) forecasts exactly as before: law + ε.
+The default form is ``"improvement"``: δ = z·τ·(law at the edge of the fitted range − law
+at x), in log loss, with z·τ ≤ 1: the improvement the law promises past the data is off by
+a factor 1 − z·τ. It is zero inside the range, grows with the distance past it and stops
+growing where the law flattens (at E); every draw's loss still falls with compute. The
+``"distance"`` form, δ = z·τ·d^power (d in decades), was the other candidate.
+
+The scale τ is learned, not set: each fit learns it (:func:`learned_discrepancy`) from
+backtests inside its own runs (rolling origin: fit below an inner cutoff, forecast above)
+under a prior whose median and spread come from an empirical-Bayes fit over a corpus of
+published scaling studies (``benchmarks/bench_calibration.py``, evaluated
+leave-one-study-out). The discrepancy is stored with the fit. A fit without one (saved by
+bayescale 0.1.0, or ``fit.with_discrepancy(None)``) forecasts exactly as before: law + ε.
 """
 
 from __future__ import annotations
@@ -45,10 +51,12 @@ __all__ = ["Discrepancy", "distance_decades", "default_discrepancy", "learned_di
 _LN10 = math.log(10.0)
 #: Inputs whose fitted range a forecast can leave.
 DISTANCE_INPUTS = ("flops", "params", "tokens")
-#: Scale of δ per decade past the fitted range (sd of log loss), learned across studies.
-DEFAULT_TAU = 0.3
-#: sd of the corpus prior on log τ (between-study spread), learned with DEFAULT_TAU.
-DEFAULT_PRIOR_SD = 1.0
+#: Median of the prior on τ (the "improvement" form: sd of δ as a share of the law's predicted
+#: fall past the data), learned by empirical Bayes over six published studies with
+#: benchmarks/bench_calibration.py (calibration_corpus.json, "prior_improvement").
+DEFAULT_TAU = 0.39
+#: sd of the prior on log τ, learned with DEFAULT_TAU (from the candidates 0.5, 1, 2).
+DEFAULT_PRIOR_SD = 0.5
 #: δ's sd grows as distance**power (1: linear trend error; 0.5: a random walk in log C).
 DEFAULT_POWER = 1.0
 #: ``"improvement"``: δ = z·τ·(the law's predicted fall in log loss from the edge of the
@@ -250,7 +258,11 @@ def tau_log_likelihood(inner: Mapping[str, np.ndarray], power: float = DEFAULT_P
                        taus: np.ndarray = TAU_GRID, form: str = DEFAULT_FORM) -> np.ndarray:
     """Log likelihood of each τ given rolling-origin errors: e ~ Normal(0, s0² + (τ·g)²), s0
     the inner fit's residual sd and g the scale δ grows with (the inner fit's predicted
-    improvement, or the capped distance^power). Zeros when there are no errors."""
+    improvement, or the capped distance^power). Zeros when there are no errors.
+
+    The errors of one inner split share its fit's mistake (they are off together), so each
+    inner split counts as one observation: its errors' log densities are averaged, not summed.
+    """
     e = np.asarray(inner["errors"], dtype=np.float64)
     if e.size == 0:
         return np.zeros(np.size(taus))
@@ -260,7 +272,10 @@ def tau_log_likelihood(inner: Mapping[str, np.ndarray], power: float = DEFAULT_P
         d = np.minimum(np.asarray(inner["distance"], dtype=np.float64), cap_decades) ** power
     var = (np.asarray(inner["noise"], dtype=np.float64)[None, :] ** 2
            + (np.asarray(taus)[:, None] * d[None, :]) ** 2 + 1e-12)
-    return -0.5 * np.sum(np.log(var) + e[None, :] ** 2 / var, axis=1)
+    origin = np.asarray(inner["origin"])
+    _, index, counts = np.unique(origin, return_inverse=True, return_counts=True)
+    weight = 1.0 / counts[index]
+    return -0.5 * np.sum(weight[None, :] * (np.log(var) + e[None, :] ** 2 / var), axis=1)
 
 
 def learn_tau(inner: Mapping[str, np.ndarray], prior_tau: float = DEFAULT_TAU,

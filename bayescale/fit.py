@@ -300,8 +300,11 @@ class ScalingFit:
         prob : float
             Mass of the central (equal-tailed) band, e.g. 0.9 for 5%–95%.
         kind : {"observed", "mean"}
-            ``"observed"``: the loss one training run would measure (includes run-to-run
-            noise). ``"mean"``: the law's expected loss (parameter uncertainty only).
+            ``"observed"``: the loss one training run would measure: the posterior's
+            parameter uncertainty, the law's own error past the fitted range (the
+            discrepancy, :mod:`bayescale.discrepancy`; zero inside the range) and run-to-run
+            noise. ``"mean"``: the law's expected loss: parameter uncertainty and the
+            discrepancy, no run-to-run noise.
         random_seed : int, optional
             Seed for the noise draws of ``kind="observed"``; defaults to the fit's seed so the
             same fit always gives the same table.

@@ -186,8 +186,9 @@ def warn_if_extrapolating(fit: "ScalingFit", flops: np.ndarray, stacklevel: int 
     if decades > EXTRAPOLATION_DECADES:
         warnings.warn(
             f"forecasting {decades:.1f} decades of compute past the largest run "
-            f"({largest:.3g} FLOPs); the bands assume the law holds that far, which the data "
-            "cannot check", ExtrapolationWarning, stacklevel=stacklevel)
+            f"({largest:.3g} FLOPs); the bands' allowance for the law's own error there is "
+            "extrapolated from errors at shorter distances, which the data cannot check",
+            ExtrapolationWarning, stacklevel=stacklevel)
 
 
 def forecast_table(fit: "ScalingFit", flops: object = None, params: object = None,

@@ -12,14 +12,17 @@ The questions a lead asks before paying for a training run:
 Definitions
 -----------
 A run trained with compute C measures the log loss ``log L_obs = mu_s(C) + sigma_s·eps``, where
-``mu_s`` is the law's log loss under posterior draw ``s`` and ``eps`` is the likelihood's noise
-(Student-t with ``nu_s`` degrees of freedom, or standard normal). Given the draws this is exact,
-no Monte Carlo over the noise::
+``mu_s`` is the law's log loss under posterior draw ``s`` plus that draw's discrepancy δ_s(C)
+(the law's own error past the fitted range, one standard normal per draw:
+:mod:`bayescale.discrepancy`; zero inside the range and for fits saved without one) and
+``eps`` is the likelihood's noise (Student-t with ``nu_s`` degrees of freedom, or standard
+normal). Given the draws this is exact, no Monte Carlo over the noise::
 
     P(L_obs ≤ target) = mean over draws s of F((log target − mu_s(C)) / sigma_s)
 
 with F the noise CDF. ``kind="mean"`` drops the noise: the fraction of draws whose expected
-loss is ≤ target.
+loss (law + δ) is ≤ target. With the default ("improvement") discrepancy every draw's loss
+still falls with compute, so P rises with the budget and compute_to_reach's bisection holds.
 
 Where the run sits in (N, D) for a law of both (``mode``):
 
@@ -505,9 +508,9 @@ def compute_to_target_draws(fit: "ScalingFit", target: float) -> np.ndarray:
 def compute_distribution(fit: "ScalingFit", target: object, prob: float = 0.9) -> pd.DataFrame:
     """Posterior distribution of the compute needed to reach each target.
 
-    Per draw: the budget at which the law's expected loss, trained compute-optimally, reaches
-    the target (:func:`compute_to_target_draws`); quantiles treat unreachable draws as
-    infinite compute.
+    Per draw: the budget at which the law's expected loss (with the draw's discrepancy δ),
+    trained compute-optimally, reaches the target (:func:`compute_to_target_draws`);
+    quantiles treat unreachable draws as infinite compute.
 
     Parameters
     ----------
