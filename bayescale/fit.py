@@ -132,14 +132,19 @@ class ScalingFit:
                 stats[name] = raw_stats[raw_name].astype(bool if name == "diverging" else np.float64)
         sample_stats = xr.Dataset(stats)
         sample_stats = sample_stats.drop_vars([c for c in sample_stats.coords if c not in ("chain", "draw")])
-        from .discrepancy import learned_discrepancy
+        from .discrepancy import default_discrepancy, learned_discrepancy
 
         fit = cls(law=model.law, priors=dict(model.priors), likelihood=model.likelihood,
                   runs=runs, reference=model.law.reference(runs), posterior=posterior,
                   sample_stats=sample_stats, settings=dict(settings))
         # The law's error past the fitted range, learned from the runs (rolling origin)
         # under the corpus prior: every forecast of the fit carries it.
-        return replace(fit, discrepancy=learned_discrepancy(fit))
+        try:
+            discrepancy = learned_discrepancy(fit)
+        except Exception as exc:  # a failed inner backtest must not lose the posterior
+            discrepancy = replace(default_discrepancy(runs),
+                                  source=f"corpus prior median (learning failed: {exc})")
+        return replace(fit, discrepancy=discrepancy)
 
     def __repr__(self) -> str:
         s = self.settings
