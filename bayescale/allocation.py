@@ -24,7 +24,7 @@ from .forecast import _positive_array
 from .risk import _check_prob, prob_below
 
 if TYPE_CHECKING:
-    from .fit import ScalingFit
+    from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
 __all__ = ["optimal_allocation", "optimal_allocation_draws", "inference_optimal_allocation",
            "inference_optimal_draws"]
@@ -139,7 +139,7 @@ def _optimal_summary(fit: "ScalingFit", flops: np.ndarray, levels: np.ndarray) -
     from .forecast import draw_rows
 
     law = fit.law
-    if "params" not in law.inputs:
+    if not law.splits_compute:
         law.optimal_log_params(fit.theta(), fit.reference, np.log(flops))  # raises the mismatch
     theta = draw_rows(fit)
     log_c = np.log(flops)[:, None]
@@ -151,7 +151,7 @@ def _optimal_summary(fit: "ScalingFit", flops: np.ndarray, levels: np.ndarray) -
         log_x = {"params": log_n, "tokens": log_d, "flops": log_c[part]}
         loss = law.loss(theta, log_x, fit.reference, out=workspace.array("loss", rows, fit.n_draws),
                         work=workspace.array("work", rows, fit.n_draws))
-        shift = (None if fit.discrepancy is None else
+        shift = (None if getattr(fit, "discrepancy", None) is None else
                  discrepancy_shift(fit, log_x, theta["sigma"], theta, np.log(loss)))
         if shift is not None:
             loss *= np.exp(shift, out=shift)
@@ -178,7 +178,7 @@ def _warn_outside_runs(fit: "ScalingFit", params: np.ndarray, tokens: np.ndarray
 
 def _chinchilla_draws(fit: "ScalingFit") -> dict[str, np.ndarray]:
     names = ("E", "A", "B", "alpha", "beta")
-    if "params" not in fit.law.inputs or not set(names) <= set(fit.law.paper_parameters):
+    if not fit.law.splits_compute or not set(names) <= set(fit.law.paper_parameters):
         raise ModelMismatchError(
             f"inference-aware allocation needs a law of the form E + A/N^alpha + B/D^beta; the "
             f"{fit.law.name} law is not one: fit the 'chinchilla' law")

@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
     from .data import Runs
-    from .fit import ScalingFit
 
 __all__ = ["Discrepancy", "distance_decades", "default_discrepancy", "learned_discrepancy",
            "rolling_origin_errors", "tau_log_likelihood", "learn_tau", "discrepancy_normals",
@@ -182,13 +182,21 @@ ROLLING_FRACS = (0.2, 0.35, 0.5)
 TAU_GRID = np.concatenate([[0.0], np.geomspace(5e-4, 2.0, 72)])
 
 
+def top_compute_mask(flops: np.ndarray, frac: float) -> np.ndarray:
+    """True for about the share ``frac`` of runs with the most compute; runs of equal compute
+    stay together (all True), so the share can be a little larger."""
+    flops = np.asarray(flops, dtype=np.float64)
+    n_test = max(1, round(frac * flops.size))
+    return flops >= np.sort(flops)[flops.size - n_test]
+
+
 def rolling_origin_errors(runs: "Runs", law: str, start: Mapping[str, float],
                           fracs: tuple[float, ...] = ROLLING_FRACS) -> dict[str, np.ndarray]:
     """Backtests inside the runs: Huber point fits of the runs below inner cutoffs, scored on
     the runs above.
 
     For each share in ``fracs`` the runs with the most compute are held out
-    (:func:`bayescale.backtest.split_runs`), the law is point-fitted to the rest by
+    (:func:`top_compute_mask`, as :func:`bayescale.backtest.split_runs` splits), the law is point-fitted to the rest by
     :func:`bayescale.pointfit.point_fit` from one start (``start``: paper parameters, e.g.
     the posterior medians), and each held-out run gives a log error and its distance past the
     inner range.
@@ -204,23 +212,22 @@ def rolling_origin_errors(runs: "Runs", law: str, start: Mapping[str, float],
     """
     import warnings
 
-    from .backtest import split_runs
     from .pointfit import POINT_LAWS, point_fit
 
     empty = {key: np.zeros(0) for key in ("errors", "distance", "improvement", "noise", "origin")}
     if law not in POINT_LAWS:
         return empty
-    coordinates = POINT_LAWS[law]
-    x0 = np.array([math.log(start[name.upper()]) if name in ("a", "b", "e") else start[name]
-                   for name in coordinates], dtype=np.float64)
-    if not np.isfinite(x0).all():
+    x0 = _point_start(law, start)
+    if x0 is None:
         return empty
-    inputs = ("params", "tokens") if law != "compute" else ("flops",)
-    needed = len(coordinates) + 2
+    from .laws import get_law
+
+    inputs = get_law(law).inputs
+    needed = len(x0) + 2
     parts: dict[str, list[np.ndarray]] = {key: [] for key in empty}
     seen: set[bytes] = set()
     for k, frac in enumerate(fracs):
-        mask = split_runs(runs, holdout_frac=frac)
+        mask = top_compute_mask(runs.column("flops"), frac)
         if mask.tobytes() in seen or (~mask).sum() < needed or not mask.any():
             continue
         seen.add(mask.tobytes())
@@ -251,6 +258,37 @@ def rolling_origin_errors(runs: "Runs", law: str, start: Mapping[str, float],
         parts["noise"].append(np.full(errors.size, mad))
         parts["origin"].append(np.full(errors.size, float(k)))
     return {key: np.concatenate(values) if values else empty[key] for key, values in parts.items()}
+
+
+def _point_start(law: str, paper: Mapping[str, float]) -> np.ndarray | None:
+    """The point fit's coordinates for given paper values (e.g. posterior medians), or None.
+
+    The point fit works at a zero reference, where the sampled parameters of the power-law
+    laws are E (as ``E_fraction``), log A (``a``), log B (``b``) and the exponents; the
+    result is checked by mapping it back to paper values, so a law parametrised otherwise
+    gets None (and its fit the corpus prior's τ) instead of a wrong start.
+    """
+    from .laws import get_law
+
+    spec = get_law(law)
+    zero = {name: 0.0 for name in spec.reference_names()}
+    given = {"E_fraction": paper.get("E"), "a": math.log(paper["A"]) if "A" in paper else None,
+             "b": math.log(paper["B"]) if "B" in paper else None}
+    theta, x = {}, []
+    for p in spec.parameters:
+        value = given.get(p.name) if p.name in given else paper.get(p.name)
+        if value is None or not math.isfinite(value) or (p.point_log and value <= 0):
+            return None
+        theta[p.name] = np.array([value])
+        x.append(math.log(value) if p.point_log else value)
+    try:
+        back = spec.paper_values(theta, zero)
+    except Exception:
+        return None
+    for name, value in paper.items():
+        if name in back and not np.allclose(back[name], value, rtol=1e-6):
+            return None
+    return np.array(x, dtype=np.float64)
 
 
 def tau_log_likelihood(inner: Mapping[str, np.ndarray], power: float = DEFAULT_POWER,

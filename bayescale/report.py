@@ -39,7 +39,7 @@ from .exceptions import ConvergenceWarning, DesignWarning, ExtrapolationWarning
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .fit import ScalingFit
+    from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
 __all__ = ["write_report", "build_report", "Report", "render_html", "render_markdown",
            "assets_dir", "report_format", "headline", "fmt_flops", "REPORT_SUFFIXES"]
@@ -285,12 +285,8 @@ _LIKELIHOODS = {
                  "Huber loss of Hoffmann et al.)",
     "normal": "Normal on log loss",
 }
+# The noise parameters' meanings; each law declares its own (ScalingLaw.meanings).
 _PRIOR_MEANING = {
-    "E_fraction": "irreducible loss E as a fraction of the smallest observed loss",
-    "a": "log of the model-size term at the reference scale (nats)",
-    "b": "log of the data term at the reference scale (nats)",
-    "alpha": "exponent α",
-    "beta": "exponent β",
     "sigma": "run-to-run noise σ on log loss",
     "nu": "Student-t degrees of freedom ν",
 }
@@ -305,7 +301,7 @@ def _model_section(b: _Builder, fit: "ScalingFit") -> None:
     for name, prior in fit.priors.items():
         args = ", ".join(f"{k}={v:.3g}" for k, v in prior.params.items())
         rows.append({"parameter": name, "prior": f"{prior.dist}({args})",
-                     "meaning": _PRIOR_MEANING.get(name, "")})
+                     "meaning": fit.law.meanings().get(name) or _PRIOR_MEANING.get(name, "")})
     b.table(pd.DataFrame(rows), "Priors (sampled parameters; the paper's A, B, E are derived)")
     s = fit.settings
     seconds = s.get("seconds")
@@ -363,7 +359,7 @@ def _forecast_section(b: _Builder, fit: "ScalingFit", budgets: list[float]) -> N
     rows = []
     for i, c in enumerate(budgets):
         row = {"compute C (FLOPs)": fmt_flops(c), "× largest run": f"{c / largest:.3g}"}
-        if "params" in fit.law.inputs:
+        if fit.law.splits_compute:
             row["N (params)"] = fmt_flops(wide["params"].iloc[i])
             row["D (tokens)"] = fmt_flops(wide["tokens"].iloc[i])
         row["median loss"] = _fmt_loss(wide["loss_median"].iloc[i])
@@ -373,7 +369,7 @@ def _forecast_section(b: _Builder, fit: "ScalingFit", budgets: list[float]) -> N
         row["how far to trust this"] = trust_line(fit, c)
         rows.append(row)
     split = (" Each budget is trained at the posterior-median compute-optimal N and D."
-             if "params" in fit.law.inputs else "")
+             if fit.law.splits_compute else "")
     b.table(pd.DataFrame(rows), "Forecast loss (nats/token) at each budget." + split
             + " Bands contain the posterior's uncertainty, the law's own error past the fitted"
             " range (growing with the distance, its scale learned from held-out errors) and,"
@@ -386,7 +382,7 @@ def _risk_section(b: _Builder, fit: "ScalingFit", target: float, budgets: list[f
 
     b.heading("Budget risk")
     split = (", split into N and D at today's best estimate of the optimum,"
-             if "params" in fit.law.inputs else "")
+             if fit.law.splits_compute else "")
     b.paragraph(f"P(loss ≤ target) is the chance that one training run at that budget{split} "
                 "ends at or below the target loss — counting both what we do not know about "
                 "the law and run-to-run noise.")
@@ -587,7 +583,7 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
         _forecast_section(b, fit, budget_list)
         if target is not None:
             _risk_section(b, fit, target, budget_list, target_list, budget)
-        if "params" in fit.law.inputs:
+        if fit.law.splits_compute:
             _allocation_section(b, fit, budget_list)
         _posterior_section(b, fit)
         if backtest is not None:
@@ -827,7 +823,7 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
         raise FileNotFoundError(f"directory {str(target_path.parent)!r} does not exist")
     report = build_report(fit, target=target, budget=budget, budgets=budgets, targets=targets,
                           prob=prob, backtest=backtest, title=title, dpi=dpi)
-    from . import __version__
+    from ._version import __version__
     from .io import atomic_write
 
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
