@@ -58,7 +58,7 @@ from .exceptions import ModelMismatchError
 from .forecast import loss_draws, resolve_points
 
 if TYPE_CHECKING:
-    from .fit import ScalingFit
+    from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
 __all__ = ["OBJECTIVES", "plan_runs", "default_candidates", "objective_draws",
            "reweighted_objective", "pilot_log_likelihood", "PlanWarning"]
