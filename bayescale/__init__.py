@@ -13,6 +13,7 @@ a target within a budget, and the compute-optimal split of a budget between N an
 from __future__ import annotations
 
 from .backtest import Backtest, backtest, compare
+from .budget import Budget, Hardware
 from .data import Runs, load_runs
 from .datasets import load_dataset
 from .design import check_design
@@ -31,6 +32,7 @@ from .exceptions import (
 from ._version import __version__
 from .fit import Diagnostics, ScalingFit, load_fit
 from .laws import ChinchillaLaw, ComputeLaw, ScalingLaw, available_laws, get_law
+from .many import FitCollection, GroupFailure, GroupFailureWarning, fit_many, load_fits
 from .model import ScalingModel
 from .priors import Prior
 from .report import write_report
@@ -39,6 +41,7 @@ from .report import write_report
 __all__ = [
     "Backtest",
     "BayescaleError",
+    "Budget",
     "ChinchillaLaw",
     "ComputeLaw",
     "ConvergenceWarning",
@@ -46,6 +49,7 @@ __all__ = [
     "Diagnostics",
     "ExtrapolationWarning",
     "FitFileError",
+    "Hardware",
     "ModelMismatchError",
     "NotFittedError",
     "Prior",
@@ -66,4 +70,10 @@ __all__ = [
     "load_fit",
     "load_runs",
     "write_report",
+    # many fits at once (bayescale.many)
+    "FitCollection",
+    "GroupFailure",
+    "GroupFailureWarning",
+    "fit_many",
+    "load_fits",
 ]

@@ -22,7 +22,11 @@ from .laws import ScalingLaw
 from .priors import Prior
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._protocols import ModelLike
+    from .budget import Hardware
+    from .discrepancy import Discrepancy
 
 __all__ = ["ScalingFit", "Diagnostics", "load_fit", "RHAT_MAX", "ESS_MIN"]
 
@@ -100,6 +104,10 @@ class ScalingFit:
         Sampler statistics (divergences, tree depth, step size) with dims (chain, draw).
     settings : dict
         draws, tune, chains, sampler, random_seed and wall-clock seconds.
+    discrepancy : Discrepancy or None
+        The law's own error past the fitted range, added to every forecast
+        (:mod:`bayescale.discrepancy`); None for fits saved by bayescale 0.1.0, whose
+        forecasts are law + run-to-run noise only.
     """
 
     law: ScalingLaw
@@ -110,6 +118,7 @@ class ScalingFit:
     posterior: xr.Dataset
     sample_stats: xr.Dataset
     settings: dict[str, Any]
+    discrepancy: "Discrepancy | None" = None
 
     # -- construction ------------------------------------------------------------------
 
@@ -126,15 +135,29 @@ class ScalingFit:
                 stats[name] = raw_stats[raw_name].astype(bool if name == "diverging" else np.float64)
         sample_stats = xr.Dataset(stats)
         sample_stats = sample_stats.drop_vars([c for c in sample_stats.coords if c not in ("chain", "draw")])
-        return cls(law=model.law, priors=dict(model.priors), likelihood=model.likelihood,
-                   runs=runs, reference=model.law.reference(runs), posterior=posterior,
-                   sample_stats=sample_stats, settings=dict(settings))
+        from .discrepancy import default_discrepancy, learned_discrepancy
+
+        fit = cls(law=model.law, priors=dict(model.priors), likelihood=model.likelihood,
+                  runs=runs, reference=model.law.reference(runs), posterior=posterior,
+                  sample_stats=sample_stats, settings=dict(settings))
+        # The law's error past the fitted range, learned from the runs (rolling origin)
+        # under the corpus prior: every forecast of the fit carries it.
+        try:
+            discrepancy = learned_discrepancy(fit)
+        except Exception as exc:  # a failed inner backtest must not lose the posterior
+            discrepancy = replace(default_discrepancy(runs),
+                                  source=f"corpus prior median (learning failed: {exc})")
+        return replace(fit, discrepancy=discrepancy)
 
     def __repr__(self) -> str:
         s = self.settings
         return (f"ScalingFit(law={self.law.name!r}, likelihood={self.likelihood!r}, "
                 f"runs={len(self.runs)}, chains={s['chains']}, draws={s['draws']}, "
                 f"seed={s['random_seed']})")
+
+    def with_discrepancy(self, discrepancy: "Discrepancy | None") -> "ScalingFit":
+        """The same posterior with another discrepancy (None: law + noise only, as 0.1.0)."""
+        return replace(self, discrepancy=discrepancy)
 
     # -- draws -------------------------------------------------------------------------
 
@@ -277,16 +300,22 @@ class ScalingFit:
 
         Parameters
         ----------
-        flops : float or sequence of float, optional
+        flops : float, sequence of float or Budget, optional
             Training compute budgets in FLOPs. For a law of N and D each budget is trained at
-            the posterior-median compute-optimal split (C = 6·N·D).
+            the posterior-median compute-optimal split (C = 6·N·D). A
+            :class:`~bayescale.Budget` (dollars, GPU-hours, days) is converted on its
+            hardware; with uncertain utilization the bands are the mixture over it (see
+            :mod:`bayescale.budget`), and the budget's amounts lead the table.
         params, tokens : float or sequence of float, optional
             Explicit model sizes N (parameters) and training tokens D, instead of ``flops``.
         prob : float
             Mass of the central (equal-tailed) band, e.g. 0.9 for 5%–95%.
         kind : {"observed", "mean"}
-            ``"observed"``: the loss one training run would measure (includes run-to-run
-            noise). ``"mean"``: the law's expected loss (parameter uncertainty only).
+            ``"observed"``: the loss one training run would measure: the posterior's
+            parameter uncertainty, the law's own error past the fitted range (the
+            discrepancy, :mod:`bayescale.discrepancy`; zero inside the range) and run-to-run
+            noise. ``"mean"``: the law's expected loss: parameter uncertainty and the
+            discrepancy, no run-to-run noise.
         random_seed : int, optional
             Seed for the noise draws of ``kind="observed"``; defaults to the fit's seed so the
             same fit always gives the same table.
@@ -306,6 +335,12 @@ class ScalingFit:
         ExtrapolationWarning
             When a budget lies more than two decades of compute past the largest run.
         """
+        if _is_budget(flops):
+            from . import budget
+
+            _no_plan_with_budget(params, tokens)
+            return budget.forecast(self, flops, prob=prob, kind=kind, random_seed=random_seed,
+                                   inputs=inputs)
         from .forecast import forecast_table
 
         return forecast_table(self, flops=flops, params=params, tokens=tokens, prob=prob,
@@ -319,29 +354,58 @@ class ScalingFit:
         The run trains at the posterior-median compute-optimal split (``mode="median"``, the
         allocation one would pick now) or, with ``mode="oracle"``, each draw at its own
         optimum. Exact given the draws. ``**inputs``: the law's declared extra inputs, as
-        in :meth:`forecast`. See :func:`bayescale.risk.prob_below`.
+        in :meth:`forecast`. See :func:`bayescale.risk.prob_below`. ``flops`` may be a
+        :class:`~bayescale.Budget`: with uncertain utilization the probability is
+        integrated over it (:func:`bayescale.budget.prob_below`).
         """
+        if _is_budget(flops):
+            from . import budget
+
+            _no_plan_with_budget(params, tokens)
+            return budget.prob_below(self, target, flops, mode=mode, kind=kind, mcse=mcse,
+                                     inputs=inputs)
         from .risk import prob_below
 
         return prob_below(self, target, flops, params=params, tokens=tokens, mode=mode,
                           kind=kind, mcse=mcse, inputs=inputs)
 
     def compute_to_reach(self, target: object, prob: object = 0.8, *, mode: str = "median",
-                         kind: str = "observed") -> float | pd.DataFrame:
+                         kind: str = "observed", units: str | Sequence[str] = "flops",
+                         hardware: Hardware | None = None) -> float | pd.DataFrame:
         """Smallest budget in FLOPs with P(loss ≤ target) ≥ prob; ``inf`` when out of reach.
 
-        See :func:`bayescale.risk.compute_to_reach`.
+        ``units`` (``"flops"``, ``"gpu_hours"``, ``"usd"``, ``"days"``, or several) reports
+        the budget on ``hardware`` as well; with uncertain utilization those columns are the
+        smallest budget whose utilization-integrated probability reaches ``prob``. The
+        conversion is stated in ``attrs["conversion"]``. A scalar target and prob with one
+        unit give a float in that unit. See :func:`bayescale.risk.compute_to_reach` and
+        :func:`bayescale.budget.compute_to_reach`.
         """
+        if units != "flops" or hardware is not None:
+            from . import budget
+
+            return budget.compute_to_reach(self, target, prob, mode=mode, kind=kind,
+                                           units=units, hardware=hardware)
         from .risk import compute_to_reach
 
         return compute_to_reach(self, target, prob, mode=mode, kind=kind)
 
-    def compute_distribution(self, target: object, prob: float = 0.9) -> pd.DataFrame:
+    def compute_distribution(self, target: object, prob: float = 0.9, *,
+                             units: str | Sequence[str] = "flops",
+                             hardware: Hardware | None = None) -> pd.DataFrame:
         """Posterior median and band of the compute (FLOPs) the law needs to reach each target,
         and the probability that it is unreachable (E ≥ target).
 
-        See :func:`bayescale.risk.compute_distribution`.
+        ``units`` with ``hardware`` adds ``<unit>_median``, ``<unit>_lower``,
+        ``<unit>_upper`` columns (utilization uncertainty included); see
+        :func:`bayescale.risk.compute_distribution` and
+        :func:`bayescale.budget.compute_distribution`.
         """
+        if units != "flops" or hardware is not None:
+            from . import budget
+
+            return budget.compute_distribution(self, target, prob, units=units,
+                                               hardware=hardware)
         from .risk import compute_distribution
 
         return compute_distribution(self, target, prob)
@@ -350,8 +414,13 @@ class ScalingFit:
                    kind: str = "observed") -> pd.DataFrame:
         """P(loss ≤ target) for every target (rows) and budget in FLOPs (columns).
 
-        See :func:`bayescale.risk.risk_table`.
+        ``budgets`` may be a :class:`~bayescale.Budget`; the columns are then its amounts.
+        See :func:`bayescale.risk.risk_table` and :func:`bayescale.budget.risk_table`.
         """
+        if _is_budget(budgets):
+            from . import budget
+
+            return budget.risk_table(self, targets, budgets, mode=mode, kind=kind)
         from .risk import risk_table
 
         return risk_table(self, targets, budgets, mode=mode, kind=kind)
@@ -359,19 +428,34 @@ class ScalingFit:
     def optimal_allocation(self, flops: object, prob: float = 0.9) -> pd.DataFrame:
         """Compute-optimal N, D, tokens per parameter and loss at each budget, with bands.
 
-        See :func:`bayescale.allocation.optimal_allocation`.
+        ``flops`` may be a :class:`~bayescale.Budget` (split planned at the median
+        utilization). See :func:`bayescale.allocation.optimal_allocation` and
+        :func:`bayescale.budget.optimal_allocation`.
         """
+        if _is_budget(flops):
+            from . import budget
+
+            return budget.optimal_allocation(self, flops, prob=prob)
         from .allocation import optimal_allocation
 
         return optimal_allocation(self, flops, prob)
 
     def inference_optimal_allocation(self, target: object, inference_tokens: object,
-                                     prob: float = 0.9) -> pd.DataFrame:
+                                     prob: float = 0.9, *, units: str | Sequence[str] = "flops",
+                                     hardware: Hardware | None = None) -> pd.DataFrame:
         """N and D reaching ``target`` at least training + inference cost (Sardana et al.
         2023), with bands and the savings over the Chinchilla-optimal model.
 
-        See :func:`bayescale.allocation.inference_optimal_allocation`.
+        ``units`` with ``hardware`` also gives the costs in GPU-hours, dollars or days
+        (``train_usd_median``, ...). See
+        :func:`bayescale.allocation.inference_optimal_allocation` and
+        :func:`bayescale.budget.inference_optimal_allocation`.
         """
+        if units != "flops" or hardware is not None:
+            from . import budget
+
+            return budget.inference_optimal_allocation(self, target, inference_tokens, prob,
+                                                       units=units, hardware=hardware)
         from .allocation import inference_optimal_allocation
 
         return inference_optimal_allocation(self, target, inference_tokens, prob)
@@ -477,9 +561,11 @@ class ScalingFit:
 
         ``*.html``: one self-contained file (figures embedded, works offline); ``*.md``:
         Markdown with its figures in ``<stem>_files/``. Headline: P(loss ≤ ``target`` at
-        ``budget`` FLOPs) and the compute needed at 80% confidence. Never replaces an
-        existing report unless ``overwrite=True``. Other keywords (``budgets``, ``targets``,
-        ``prob``, ``backtest``, ``title``, ``dpi``) as in :func:`bayescale.report.write_report`.
+        ``budget`` FLOPs) and the compute needed at 80% confidence; a
+        :class:`~bayescale.Budget` as ``budget`` puts it in dollars, GPU-hours or days.
+        Never replaces an existing report unless ``overwrite=True``. Other keywords
+        (``budgets``, ``targets``, ``prob``, ``backtest``, ``title``, ``dpi``) as in
+        :func:`bayescale.report.write_report`.
 
         Returns
         -------
@@ -490,6 +576,22 @@ class ScalingFit:
 
         return write_report(self, path, target=target, budget=budget, overwrite=overwrite,
                             **kwargs)
+
+
+def _is_budget(value: object) -> bool:
+    """True for a :class:`bayescale.Budget` (imported only when a budget could be one)."""
+    if value is None or isinstance(value, (int, float, list, tuple, np.ndarray, np.number)):
+        return False
+    from .budget import is_budget
+
+    return is_budget(value)
+
+
+def _no_plan_with_budget(params: object, tokens: object) -> None:
+    if params is not None or tokens is not None:
+        raise ValueError("give a Budget alone (flops=budget): it sets the compute, and the run "
+                         "trains at the posterior-median optimal split; params= and tokens= "
+                         "describe a plan in FLOPs instead")
 
 
 def load_fit(path: str | PathLike[str]) -> ScalingFit:

@@ -169,8 +169,13 @@ def headline(fit: "ScalingFit", target: float | None = None, budget: float | Non
 
     With a target and a budget: ``"P(loss ≤ 2.05 at 3e23 FLOPs) = 0.71; 80% confidence needs
     5.2e23 FLOPs."`` With a budget only: the forecast median and 90% band there. With a
-    target only: the compute needed at ``prob`` confidence.
+    target only: the compute needed at ``prob`` confidence. A :class:`~bayescale.Budget`
+    as ``budget`` puts the sentence in its units (:func:`_budget_headline`).
     """
+    from .budget import is_budget
+
+    if is_budget(budget):
+        return _budget_headline(fit, target, budget, prob)
     parts = []
     if target is not None and budget is not None:
         p = _fmt_prob(float(fit.prob_below(target, flops=budget)))
@@ -194,6 +199,102 @@ def headline(fit: "ScalingFit", target: float | None = None, budget: float | Non
                 "and a budget for the risk headline.")
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
+
+
+def trust_line(fit: "ScalingFit", flops: float, prob: float = 0.9) -> str:
+    """How far to trust a forecast at ``flops``: its extrapolation ratio and the share of the
+    band that is the law's own error (the discrepancy δ, see :mod:`bayescale.discrepancy`).
+
+    The ratio is 10^d, d the decades past the largest fitted compute, N or D (the budget
+    trained at the posterior-median split); the share is 1 − (w₀ / w)², w and w₀ the widths
+    (log upper/lower) of the ``prob`` band of one run's loss with and without δ: roughly the
+    part of the band's variance that comes from the law being wrong past the data.
+    """
+    from .forecast import resolve_points
+
+    point = resolve_points(fit, flops=[flops])
+    discrepancy = getattr(fit, "discrepancy", None)
+    log_x = {n: np.log(point[n].to_numpy(dtype=np.float64)) for n in ("flops", "params", "tokens")
+             if point[n].notna().all()}
+    if discrepancy is None:
+        from .discrepancy import distance_decades, fitted_log_max
+
+        decades = float(distance_decades(log_x, fitted_log_max(fit.runs))[0])
+    else:
+        decades = float(discrepancy.distance(log_x)[0])
+    if decades <= 0:
+        return "inside the fitted range (the runs check the law here)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wide = fit.forecast(flops=[flops], prob=prob)
+        narrow = fit.with_discrepancy(None).forecast(flops=[flops], prob=prob)
+    w = float(np.log(wide["loss_upper"] / wide["loss_lower"]).iloc[0])
+    w0 = float(np.log(narrow["loss_upper"] / narrow["loss_lower"]).iloc[0])
+    share = 0.0 if w <= 0 else max(0.0, 1.0 - (w0 / w) ** 2)
+    ratio = float(flops) / float(fit.runs.frame["flops"].max())
+    where = f"{ratio:.3g}x the largest run's compute"
+    if 10 ** decades > 1.05 * max(ratio, 1.0):
+        where += f", {10 ** decades:.3g}x past the fitted N or D"
+    return (f"{where}; discrepancy {100 * share:.0f}% of the {100 * prob:.0f}% band "
+            "(the law's own error past the data)")
+
+
+def _budget_headline(fit: "ScalingFit", target: float | None, budget: Any, prob: float) -> str:
+    """The headline in the budget's units: ``"P(loss ≤ 2.05 for $5M) = 0.83; 80% confidence
+    needs $3.1M, 41 days on 1,024 chips."`` and what the budget buys."""
+    from .budget import _fmt_flops, _fmt_unit, fmt_price
+
+    if len(budget) != 1:
+        raise ValueError(f"the report's budget is one amount, got {len(budget)}")
+    hw, unit = budget.hardware, budget.unit
+    given = _fmt_unit(float(budget.amount[0]), unit, hw)
+    parts = []
+    if target is not None:
+        p = _fmt_prob(float(fit.prob_below(target, budget)))
+        relation = "" if p[0] in "<>" else "= "
+        parts.append(f"P(loss ≤ {target:g} for {given}) {relation}{p}")
+        primary = (unit if unit != "flops" or hw is None
+                   else "usd" if hw.price_per_hour is not None else "gpu_hours")
+        units = [primary] + [extra for extra, known in
+                             (("usd", hw is not None and hw.price_per_hour),
+                              ("days", hw is not None and hw.chips))
+                             if known and extra != primary]
+        need = fit.compute_to_reach(target, prob, units=units, hardware=hw)
+        needed = (need if isinstance(need, pd.DataFrame)
+                  else pd.DataFrame({units[0]: [need]}))
+        level = f"{100 * prob:.0f}%"
+        if math.isfinite(float(needed[units[0]].iloc[0])):
+            amounts = ", ".join(_fmt_unit(float(needed[u].iloc[0]), u, hw) for u in units)
+            parts.append(f"{level} confidence needs {amounts}")
+        else:
+            parts.append(f"{level} confidence is out of reach at any compute "
+                         f"(too much posterior mass has the irreducible loss E above {target:g})")
+    else:
+        row = fit.forecast(budget, prob=0.9).iloc[0]
+        parts.append(f"Forecast loss for {given}: {row['loss_median']:.3f} "
+                     f"(90% band {row['loss_lower']:.3f} – {row['loss_upper']:.3f})")
+    text = "; ".join(parts)
+    text = text[0].upper() + text[1:] + "."
+    if hw is not None and unit != "flops":
+        low, high = budget.flops_range()
+        bought = (f"{_fmt_flops(low[0])}–{_fmt_flops(high[0])}" if budget.uncertain
+                  else _fmt_flops(float(low[0])))
+        price = f", {fmt_price(hw.price_per_hour)} per chip-hour" if hw.price_per_hour else ""
+        text += (f" ({given} buys {bought} FLOPs on {hw.name}"
+                 f" at {_fmt_mfu(hw)}{price}.)")
+    elif hw is not None:
+        price = f", {fmt_price(hw.price_per_hour)} per chip-hour" if hw.price_per_hour else ""
+        text += f" (Costs on {hw.name} at {_fmt_mfu(hw)}{price}.)"
+    return text
+
+
+def _fmt_mfu(hardware: Any) -> str:
+    if not hardware.uncertain:
+        return f"{100 * hardware.median_utilization:.3g}% MFU"
+    low, high = hardware.utilization_quantile(0.0), hardware.utilization_quantile(1.0)
+    if math.isfinite(low) and math.isfinite(high):
+        return f"{100 * low:.3g}–{100 * high:.3g}% MFU"
+    return f"median {100 * hardware.median_utilization:.3g}% MFU"
 
 
 # -- sections ------------------------------------------------------------------------------
@@ -328,10 +429,14 @@ def _forecast_section(b: _Builder, fit: "ScalingFit", budgets: list[float]) -> N
         row["50% band"] = _fmt_band(narrow["loss_lower"].iloc[i], narrow["loss_upper"].iloc[i])
         row["90% band (one run)"] = _fmt_band(wide["loss_lower"].iloc[i], wide["loss_upper"].iloc[i])
         row["90% band (law's mean)"] = _fmt_band(mean["loss_lower"].iloc[i], mean["loss_upper"].iloc[i])
+        row["how far to trust this"] = trust_line(fit, c)
         rows.append(row)
     split = (" Each budget is trained at the posterior-median compute-optimal N and D."
              if fit.law.splits_compute else "")
-    b.table(pd.DataFrame(rows), "Forecast loss (nats/token) at each budget." + split)
+    b.table(pd.DataFrame(rows), "Forecast loss (nats/token) at each budget." + split
+            + " Bands contain the posterior's uncertainty, the law's own error past the fitted"
+            " range (growing with the distance, its scale learned from held-out errors) and,"
+            " for one run, run-to-run noise.")
 
 
 def _risk_section(b: _Builder, fit: "ScalingFit", target: float, budgets: list[float],
@@ -576,7 +681,10 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
     See :func:`write_report` for the parameters.
     """
     target = _positive_or_none("target", target)
-    budget = _positive_or_none("budget", budget)
+    from .budget import is_budget
+
+    money = budget if is_budget(budget) else None   # the headline speaks in its units
+    budget = _positive_or_none("budget", float(money.to("flops")[0]) if money is not None else budget)
     if not 0.0 < float(prob) < 1.0:
         raise ValueError(f"prob must be in (0, 1), got {prob!r}")
     budget_list = (_unique([*np.atleast_1d(budgets), *([budget] if budget else [])])
@@ -590,7 +698,8 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit.warn_if_unreliable()
-        line = headline(fit, target=target, budget=budget, prob=prob)
+        line = headline(fit, target=target, budget=money if money is not None else budget,
+                        prob=prob)
         _data_section(b, fit)
         _model_section(b, fit)
         _diagnostics_section(b, fit)
@@ -719,7 +828,9 @@ def render_markdown(report: Report, assets: str, generated: str = "") -> str:
     parts = [f"# {report.title}"]
     if generated:
         parts.append(f"*{generated}*")
-    parts.append(f"> **{report.headline}**")
+    # "$" escaped: renderers with TeX math would read "$5M ... $3.1M" as a formula.
+    headline_text = report.headline.replace("$", "\\$")
+    parts.append(f"> **{headline_text}**")
     for block in report.blocks:
         if block.kind == "heading":
             parts.append("#" * block.level + " " + block.text)
@@ -799,8 +910,10 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
         ``*.md`` for Markdown with its figures in ``<stem>_files/`` beside it.
     target : float, optional
         Target loss (nats/token) for the risk headline and tables.
-    budget : float, optional
-        The compute budget (FLOPs) being decided on.
+    budget : float or Budget, optional
+        The compute budget (FLOPs) being decided on; a :class:`~bayescale.Budget` of one
+        amount (dollars, GPU-hours, days) makes the headline speak in its units, and the
+        tables use the compute it buys at the median utilization.
     budgets : sequence of float, optional
         Budgets for the tables (default: the decades from the largest run's to two decades
         past it, plus ``budget``).
