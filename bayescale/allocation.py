@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .exceptions import ExtrapolationWarning, ModelMismatchError
-from .forecast import _positive_array
-from .risk import _check_prob, prob_below
+from ._validate import nonnegative, nonnegatives, positive, positives, probability
+from .exceptions import ArgumentError, ExtrapolationWarning, ModelMismatchError
+from .risk import prob_below
 
 if TYPE_CHECKING:
     from .fit import ScalingFit
@@ -36,9 +36,7 @@ _SEARCH_WIDTH = 200.0
 
 
 def _band(prob: float) -> tuple[float, float]:
-    prob = float(_check_prob("prob", prob)[0]) if np.ndim(prob) == 0 else math.nan
-    if not math.isfinite(prob):
-        raise ValueError("prob must be one band level, e.g. 0.9")
+    prob = probability("prob", prob)
     tail = (1.0 - prob) / 2.0
     return tail, 1.0 - tail
 
@@ -65,7 +63,7 @@ def optimal_allocation_draws(fit: "ScalingFit", flops: object) -> dict[str, np.n
     ModelMismatchError
         For a law without N and D (the compute law has no split to optimise).
     """
-    c = _positive_array("flops", flops)
+    c = positives("flops", flops)
     log_c = np.log(c)[None, :]
     theta = fit.theta(expand=True)
     log_n = fit.law.optimal_log_params(theta, fit.reference, log_c)
@@ -105,7 +103,7 @@ def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9) -> p
         of the runs: the split then rests on the fitted exponents holding beyond the data.
     """
     quantiles = _band(prob)
-    c = _positive_array("flops", flops)
+    c = positives("flops", flops)
     summary = _optimal_summary(fit, c, np.array([quantiles[0], 0.5, quantiles[1]]))
     table = pd.DataFrame({"flops": c})
     # D = C/(6·N) and D/N = C/(6·N²) fall as N rises, so their quantiles are those of N read
@@ -200,10 +198,8 @@ def inference_optimal_draws(fit: "ScalingFit", target: float,
         ``total_flops`` and the same with prefix ``chinchilla_``, ``savings`` (1 − total /
         chinchilla total), ``reachable`` (E < target). NaN where unreachable.
     """
-    target = float(_positive_array("target", target)[0])
-    t_inf = float(np.asarray(inference_tokens, dtype=np.float64))
-    if not math.isfinite(t_inf) or t_inf < 0:
-        raise ValueError(f"inference_tokens must be a finite number ≥ 0, got {inference_tokens!r}")
+    target = positive("target", target)
+    t_inf = nonnegative("inference_tokens", inference_tokens)
     p = _chinchilla_draws(fit)
     alpha, beta = p["alpha"], p["beta"]
     reachable = p["E"] < target
@@ -288,12 +284,12 @@ def inference_optimal_allocation(fit: "ScalingFit", target: object, inference_to
         When the median N or D lies outside the runs' range.
     """
     quantiles = _band(prob)
-    targets = _positive_array("target", target)
-    t_inf = np.atleast_1d(np.asarray(inference_tokens, dtype=np.float64))
+    targets = positives("target", target)
+    t_inf = nonnegatives("inference_tokens", inference_tokens)
     try:
         targets, t_inf = np.broadcast_arrays(targets, t_inf)
     except ValueError:
-        raise ValueError(f"target has {targets.size} values and inference_tokens {t_inf.size}: "
+        raise ArgumentError(f"target has {targets.size} values and inference_tokens {t_inf.size}: "
                          "give equally many (or one of either)") from None
     names = ("params", "tokens", "tokens_per_param", "train_flops", "inference_flops",
              "total_flops", "chinchilla_params", "chinchilla_tokens", "chinchilla_total_flops",

@@ -415,6 +415,11 @@ def compare(fits: "Mapping[str, ScalingFit | Backtest] | Sequence[ScalingFit | B
     """
     import arviz as az
 
+    if isinstance(fits, (str, bytes)) or not isinstance(fits, (Mapping, Sequence)):
+        from .exceptions import ArgumentTypeError
+
+        raise ArgumentTypeError(f"fits = {fits!r} is a {type(fits).__name__}: expected a dict "
+                                "{name: fit} or a list of ScalingFit or Backtest results")
     if isinstance(fits, Mapping):
         items = [(str(k), v) for k, v in fits.items()]
     else:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .exceptions import ExtrapolationWarning, ModelMismatchError
+from ._validate import choice, positives, probability, seed
+from .exceptions import ArgumentError, ExtrapolationWarning, ModelMismatchError
 
 if TYPE_CHECKING:
     from .fit import ScalingFit
@@ -36,19 +37,6 @@ KINDS = ("observed", "mean")
 EXTRAPOLATION_DECADES = 2.0
 
 
-def _positive_array(name: str, values: object) -> np.ndarray:
-    try:
-        array = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be numbers, got {values!r}") from None
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be a scalar or a 1-D sequence, got shape {array.shape}")
-    bad = np.flatnonzero(~np.isfinite(array) | (array <= 0))
-    if bad.size:
-        raise ValueError(f"{name}[{bad[0]}] = {float(array[bad[0]])!r}: must be a finite positive number")
-    return array
-
-
 def resolve_points(fit: "ScalingFit", flops: object = None, params: object = None,
                    tokens: object = None) -> pd.DataFrame:
     """Turn the user's flops or (params, tokens) into a table of points to forecast.
@@ -58,22 +46,33 @@ def resolve_points(fit: "ScalingFit", flops: object = None, params: object = Non
     """
     law = fit.law
     if params is not None or tokens is not None:
+        if "params" not in law.inputs:
+            raise ModelMismatchError(f"the {law.name} law is a law of compute alone: give "
+                                     "flops=, not params= and tokens=")
         if params is None or tokens is None:
             raise ValueError("give params= and tokens= together (or flops= alone)")
         if flops is not None:
             raise ValueError("give either flops= or params= and tokens=, not both: "
                              "flops is 6·params·tokens")
-        n = _positive_array("params", params)
-        d = _positive_array("tokens", tokens)
+        n = positives("params", params)
+        d = positives("tokens", tokens)
         try:
             n, d = np.broadcast_arrays(n, d)
         except ValueError:
-            raise ValueError(f"params has {n.size} values and tokens {d.size}: give equally many "
-                             "(or one of each)") from None
-        return pd.DataFrame({"flops": 6.0 * n * d, "params": n, "tokens": d})
+            raise ArgumentError(f"params has {n.size} values and tokens {d.size}: give equally "
+                                "many (or one of each)") from None
+        with np.errstate(over="ignore", under="ignore"):
+            c = 6.0 * n * d
+        bad = np.flatnonzero(~(np.isfinite(c) & (c > 0)))
+        if bad.size:
+            i = bad[0]
+            raise ArgumentError(f"params[{i}] = {n[i]!r} and tokens[{i}] = {d[i]!r} give "
+                                f"6·N·D = {c[i]!r} FLOPs, outside float64 (1e-308 to 1e308): "
+                                "expected a plan whose compute is a finite positive number")
+        return pd.DataFrame({"flops": c, "params": n, "tokens": d})
     if flops is None:
         raise ValueError("give flops= (compute budgets in FLOPs) or params= and tokens=")
-    c = _positive_array("flops", flops)
+    c = positives("flops", flops)
     if "params" not in law.inputs:
         return pd.DataFrame({"flops": c, "params": np.nan, "tokens": np.nan})
     n = np.exp(median_optimal_log_params(fit, np.log(c)))
@@ -189,10 +188,9 @@ def forecast_table(fit: "ScalingFit", flops: object = None, params: object = Non
 
     See :meth:`bayescale.ScalingFit.forecast` for the parameters.
     """
-    if not 0.0 < float(prob) < 1.0:
-        raise ValueError(f"prob must be in (0, 1), got {prob!r}")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    prob = probability("prob", prob)
+    choice("kind", kind, KINDS)
+    random_seed = seed("random_seed", random_seed)
     points = resolve_points(fit, flops=flops, params=params, tokens=tokens)
     warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
     _check_inputs(fit, points)

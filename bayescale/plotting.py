@@ -44,7 +44,9 @@ _PARAMETER_LABELS = {
 def _new_axes(ax: "Axes | None", figsize: tuple[float, float] = (7.5, 5.0)) -> "Axes":
     import matplotlib.pyplot as plt
 
-    if ax is not None:
+    from ._validate import axes
+
+    if axes("ax", ax) is not None:
         return ax
     _, ax = plt.subplots(figsize=figsize, layout="constrained")
     return ax
@@ -83,12 +85,17 @@ def _loss_axis(ax: "Axes") -> None:
 
 
 def _budgets(values: Any, name: str = "flops") -> np.ndarray:
+    from ._validate import positives
+
     if values is None:
         return np.array([])
-    array = np.atleast_1d(np.asarray(values, dtype=float))
-    if array.ndim != 1 or not (np.isfinite(array) & (array > 0)).all():
-        raise ValueError(f"{name} must be finite positive numbers (FLOPs), got {values!r}")
-    return array
+    return positives(name, values)
+
+
+def _grid_points(n_points: Any) -> int:
+    from ._validate import integer
+
+    return integer("n_points", n_points, 2, 100_000)
 
 
 @contextlib.contextmanager
@@ -157,7 +164,7 @@ def plot_fit(fit: "ScalingFit", flops: Any = None, *, kind: str = "observed",
     ax = _new_axes(ax)
     frame = fit.runs.frame
     budgets = _budgets(flops)
-    grid = _compute_grid(fit, budgets, n_points)
+    grid = _compute_grid(fit, budgets, _grid_points(n_points))
     with _quiet_extrapolation():
         wide = fit.forecast(flops=grid, prob=0.9, kind=kind)
         narrow = fit.forecast(flops=grid, prob=0.5, kind=kind)
@@ -244,8 +251,14 @@ def plot_isoflop(fit: "ScalingFit", flops: Any = None, *, kind: str = "mean",
     ModelMismatchError
         When the law has no model size input (a compute law).
     """
-    from .exceptions import ModelMismatchError
+    from ._validate import real
+    from .exceptions import ArgumentError, ModelMismatchError
 
+    n_points = _grid_points(n_points)
+    span = real("span", span)
+    if not span > 1.0:
+        raise ArgumentError(f"span = {span!r}: expected a factor > 1 (each curve covers "
+                            "N_opt/span to N_opt·span)")
     if "params" not in fit.law.inputs:
         raise ModelMismatchError(f"an IsoFLOP plot needs a law of N and D; the {fit.law.name} "
                                  "law has no model size: fit the 'chinchilla' law")
@@ -327,7 +340,7 @@ def plot_allocation(fit: "ScalingFit", flops: Any = None, *, prob: float = 0.9,
                                  "fit the 'chinchilla' law")
     ax = _new_axes(ax)
     budgets = _budgets(flops)
-    grid = _compute_grid(fit, budgets, n_points)
+    grid = _compute_grid(fit, budgets, _grid_points(n_points))
     with _quiet_extrapolation():
         table = fit.optimal_allocation(flops=grid, prob=prob)
         marked = fit.optimal_allocation(flops=budgets, prob=prob) if budgets.size else None
@@ -400,7 +413,7 @@ def plot_risk(fit: "ScalingFit", targets: float | Sequence[float], flops: Any = 
         high = min(max([largest * 10, *(c * 3 for c in finite)]), largest * 1e4)
         if budgets.size:
             high = max(high, budgets.max() * 3)
-        grid = np.geomspace(max(low, float(frame["flops"].min())), high, n_points)
+        grid = np.geomspace(max(low, float(frame["flops"].min())), high, _grid_points(n_points))
         curves = {t: fit.prob_below(t, flops=grid) for t in targets}
 
     markers = ("o", "s", "^", "v", "P", "X")
@@ -572,7 +585,19 @@ def plot_backtest(result: Any, *, ax: "Axes | None" = None) -> "Axes":
     -------
     matplotlib.axes.Axes
     """
+    import pandas as pd
+
+    from .exceptions import ArgumentError, ArgumentTypeError
+
     table = getattr(result, "table", result)
+    if not isinstance(table, pd.DataFrame):
+        raise ArgumentTypeError(f"result is a {type(result).__name__}: expected the value of "
+                                "bayescale.backtest (or its .table)")
+    medians = [c for c in ("loss_median", "median", "forecast") if c in table.columns]
+    actuals = [c for c in ("actual", "loss") if c in table.columns]
+    if not medians or not actuals or table.empty:
+        raise ArgumentError(f"result has {len(table)} rows and columns {list(table.columns)}: "
+                            "expected held-out runs with 'loss' and 'loss_median' columns")
     bands = _band_columns(table)
     ax = _new_axes(ax, figsize=(6.5, 5.5))
     actual_col = "actual" if "actual" in table.columns else "loss"

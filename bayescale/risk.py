@@ -36,7 +36,6 @@ has no allocation: the budget is all there is.
 from __future__ import annotations
 
 import math
-import threading
 import warnings
 from typing import TYPE_CHECKING
 
@@ -44,8 +43,9 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from .exceptions import UnreachableTargetWarning
-from .forecast import KINDS, _positive_array, draw_rows, resolve_points, warn_if_extrapolating
+from ._validate import choice, positives, probabilities, probability, real
+from .exceptions import ArgumentError, ExtrapolationWarning, UnreachableTargetWarning
+from .forecast import KINDS, draw_rows, resolve_points, warn_if_extrapolating
 
 if TYPE_CHECKING:
     from ._pointwise import Workspace
@@ -105,17 +105,7 @@ def _whole_nu(nu: np.ndarray | float) -> int | None:
 # -- shared pieces -------------------------------------------------------------------------
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def _check_prob(name: str, value: object) -> np.ndarray:
-    array = np.atleast_1d(np.asarray(value, dtype=np.float64))
-    bad = np.flatnonzero(~((array > 0) & (array < 1)))
-    if array.ndim != 1 or bad.size:
-        shown = value if array.ndim != 1 else float(array[bad[0]])
-        raise ValueError(f"{name} must be a probability strictly between 0 and 1, got {shown!r}")
-    return array
+    choice(name, value, choices)
 
 
 def _noise(fit: "ScalingFit") -> tuple[np.ndarray, np.ndarray | float | None]:
@@ -178,7 +168,7 @@ def _points(fit: "ScalingFit", flops: object, params: object, tokens: object,
     if flops is None:
         raise ValueError("give flops= (compute budgets in FLOPs) or params= and tokens=")
     if mode == "oracle" or "params" not in fit.law.inputs:
-        c = _positive_array("flops", flops)
+        c = positives("flops", flops)
         return pd.DataFrame({"flops": c, "params": np.nan, "tokens": np.nan})
     return resolve_points(fit, flops=flops)
 
@@ -205,21 +195,76 @@ def _mean_log_loss(fit: "ScalingFit", points: pd.DataFrame, mode: str) -> np.nda
     return _log_loss_rows(fit, draw_rows(fit), _point_log_inputs(points, mode))
 
 
-# ArviZ's ESS runs in the chunk threads; warnings.catch_warnings (ours and ArviZ's own) is
-# not thread-safe, and two at once can leave an "ignore" filter behind for good.
-_ESS_LOCK = threading.Lock()
+def ess_mean_rows(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """ArviZ's ESS of the mean (``az.ess(method="mean")``) for every row at once.
+
+    The same estimator as ``arviz_stats`` — split chains, FFT autocovariance, Geyer's initial
+    positive then initial monotone sequence — written over a leading axis of points instead
+    of ArviZ's Python loop over them (3 s for 10,000 points); tested equal to ArviZ's.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Per-draw values, shape (points, chains·draws), chain-major.
+    shape : (int, int)
+        (chains, draws).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (points,); NaN where ArviZ gives NaN (fewer than 4 draws, non-finite values).
+    """
+    from scipy.fft import next_fast_len
+
+    chains, draws = shape
+    points = values.shape[0]
+    if draws < 4 or points == 0:
+        return np.full(points, np.nan)
+    cube = values.reshape(points, chains, draws)
+    half = draws // 2
+    split = np.concatenate([cube[:, :, :half], cube[:, :, draws - half:]], axis=1)
+    m, n = split.shape[1], half
+    total = m * n
+    chain_mean = split.mean(axis=2)
+    centered = split - chain_mean[:, :, None]
+    size = next_fast_len(2 * n)
+    spectrum = np.fft.rfft(centered, n=size, axis=2)
+    spectrum *= np.conjugate(spectrum)
+    acov = np.fft.irfft(spectrum, n=size, axis=2)[:, :, :n] / n
+    mean_acov = acov.mean(axis=1)                                   # (points, n)
+    mean_var = mean_acov[:, 0] * n / (n - 1.0)
+    var_plus = mean_var * (n - 1.0) / n
+    if m > 1:
+        var_plus = var_plus + chain_mean.var(axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = 1.0 - (mean_var[:, None] - mean_acov) / var_plus[:, None]
+    rho[:, 0] = 1.0
+    # Pair sums P_k = rho[2k] + rho[2k+1]; ArviZ's loop visits k = 1..k_max while the previous
+    # pair is positive and stops at the first pair <= 0 (K); monotone: running minimum.
+    k_max = max(0, (n - 3) // 2)
+    pairs = rho[:, 0:2 * k_max + 2:2] + rho[:, 1:2 * k_max + 2:2]   # (points, k_max + 1)
+    stop = pairs[:, 1:] <= 0
+    first = (np.where(stop.any(axis=1), stop.argmax(axis=1) + 1, k_max) if k_max
+             else np.zeros(points, dtype=np.intp))
+    k_last = np.where(pairs[:, 0] > 0, first, 0)
+    rows = np.arange(points)
+    sums = np.concatenate([np.zeros((points, 1)),
+                           np.cumsum(np.minimum.accumulate(pairs, axis=1), axis=1)], axis=1)
+    rho_last = rho[rows, 2 * k_last]
+    pair_last = pairs[rows, k_last]
+    last = np.where(k_last == 0, 1.0,
+                    np.where((rho_last > 0) | (pair_last >= 0), rho_last, 0.0))
+    tau = np.maximum(-1.0 + 2.0 * sums[rows, k_last] + last, 1.0 / np.log10(total))
+    ess = total / tau
+    constant = (split.max(axis=(1, 2)) - split.min(axis=(1, 2))) < np.finfo(float).resolution
+    ess = np.where(constant, float(total), ess)
+    finite = np.isfinite(values).all(axis=1) & np.isfinite(var_plus)
+    return np.where(finite | constant, ess, np.nan)
 
 
 def _ess(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """ArviZ's ESS of the mean for each row of per-draw values (points, draws)."""
-    import arviz as az
-
-    chains, draws = shape
-    cube = values.reshape(values.shape[0], chains, draws)
-    with _ESS_LOCK, warnings.catch_warnings():   # the lock costs nothing: ESS holds the GIL
-        warnings.simplefilter("ignore", RuntimeWarning)  # constant rows give nan; handled
-        return np.asarray(az.ess(cube, method="mean", chain_axis=1, draw_axis=2),
-                          dtype=np.float64).reshape(-1)
+    return ess_mean_rows(values, shape)
 
 
 def _summarise(fit: "ScalingFit", p: np.ndarray, mcse: str) -> tuple[np.ndarray, np.ndarray]:
@@ -249,12 +294,9 @@ def _mcse(fit: "ScalingFit", p: np.ndarray, mean: np.ndarray, sd: np.ndarray,
 
 
 def _target_scalar(target: object) -> float:
-    try:
-        value = float(target)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"target must be one loss value (a positive number), got {target!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"target must be a finite positive loss, got {target!r}")
+    value = real("target", target)
+    if value <= 0:
+        raise ArgumentError(f"target must be a finite positive loss, got {target!r}")
     return value
 
 
@@ -394,12 +436,12 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object = 0.8, *,
     _check_choice("mode", mode, MODES)
     _check_choice("kind", kind, KINDS)
     scalar = np.ndim(target) == 0 and np.ndim(prob) == 0
-    targets = _positive_array("target", target)
-    probs = _check_prob("prob", prob)
+    targets = positives("target", target)
+    probs = probabilities("prob", prob)
     try:
         targets, probs = np.broadcast_arrays(targets, probs)
     except ValueError:
-        raise ValueError(f"target has {targets.size} values and prob {probs.size}: give equally "
+        raise ArgumentError(f"target has {targets.size} values and prob {probs.size}: give equally "
                          "many (or one of either)") from None
     log_t = np.log(targets)
     limit = _prob_limit(fit, log_t, kind)
@@ -505,10 +547,8 @@ def compute_distribution(fit: "ScalingFit", target: object, prob: float = 0.9) -
         when that quantile falls among unreachable draws) and ``p_unreachable`` (share of draws
         with E ≥ target, or beyond 1e300 FLOPs); ``attrs["prob"]``.
     """
-    prob = float(_check_prob("prob", prob)[0]) if np.ndim(prob) == 0 else None
-    if prob is None:
-        raise ValueError("prob must be one band level, e.g. 0.9")
-    targets = _positive_array("target", target)
+    prob = probability("prob", prob)
+    targets = positives("target", target)
     tail = (1.0 - prob) / 2.0
     rows = []
     for t in targets:
@@ -546,7 +586,7 @@ def risk_table(fit: "ScalingFit", targets: object, budgets: object, *, mode: str
         standard error in the grid, ESS-based).
     """
     _check_choice("kind", kind, KINDS)
-    targets = _positive_array("targets", targets)
+    targets = positives("targets", targets)
     points = _points(fit, budgets, None, None, mode)
     warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
     mu = _mean_log_loss(fit, points, mode)
