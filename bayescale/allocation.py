@@ -109,13 +109,17 @@ def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9) -> p
     # D = C/(6·N) and D/N = C/(6·N²) fall as N rises, so their quantiles are those of N read
     # backwards: each band end is then a consistent split with 6·N·D = C (and half the sorting).
     n_lower, n_median, n_upper = summary[:, 0], summary[:, 1], summary[:, 2]
+    # (c / 6v) / v, not c / (6v²): v² overflows past ~1e154 parameters.
     for name, transform in (("params", lambda v: v), ("tokens", lambda v: c / (6.0 * v)),
-                            ("tokens_per_param", lambda v: c / (6.0 * v * v))):
+                            ("tokens_per_param", lambda v: c / (6.0 * v) / v)):
         flip = name != "params"
         table[f"{name}_median"] = transform(n_median)
         table[f"{name}_lower"] = transform(n_upper if flip else n_lower)
         table[f"{name}_upper"] = transform(n_lower if flip else n_upper)
-    table["loss_median"], table["loss_lower"], table["loss_upper"] = summary[:, 4], summary[:, 3], summary[:, 5]
+    from .forecast import overflow_to_inf
+
+    loss = overflow_to_inf(summary[:, 3:6], "the loss at the optimum", stacklevel=4)
+    table["loss_median"], table["loss_lower"], table["loss_upper"] = loss[:, 1], loss[:, 0], loss[:, 2]
     _warn_outside_runs(fit, table["params_median"].to_numpy(), table["tokens_median"].to_numpy())
     table.attrs.update({"prob": float(prob), "law": fit.law.name})
     return table
@@ -231,17 +235,27 @@ def inference_optimal_draws(fit: "ScalingFit", target: float,
     else:
         y = y0
 
+    log_t = math.log(t_inf) if t_inf > 0 else -math.inf
+
     def costs(y: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
         log_n = log_n_of(np.log1p(-np.exp(y)))
-        n, d = np.exp(log_n), np.exp(log_d_of(y))
-        train, infer = 6.0 * n * d, 2.0 * n * t_inf
-        return {f"{prefix}params": n, f"{prefix}tokens": d, f"{prefix}train_flops": train,
-                f"{prefix}inference_flops": infer, f"{prefix}total_flops": train + infer}
+        log_d = log_d_of(y)
+        # In logs: 2·N·T passes 1e308 for T near 1e300 while the saving stays well defined.
+        log_train, log_infer = _LOG6 + log_n + log_d, math.log(2.0) + log_n + log_t
+        with np.errstate(over="ignore", invalid="ignore"):  # NaN marks unreachable draws
+            return {f"{prefix}params": np.exp(log_n), f"{prefix}tokens": np.exp(log_d),
+                    f"{prefix}train_flops": np.exp(log_train),
+                    f"{prefix}inference_flops": np.exp(log_infer),
+                    f"{prefix}total_flops": np.exp(np.logaddexp(log_train, log_infer)),
+                    f"{prefix}log_total": np.logaddexp(log_train, log_infer)}
 
     out = {**costs(y, ""), **costs(y0, "chinchilla_")}
+    log_total, log_chinchilla = out.pop("log_total"), out.pop("chinchilla_log_total")
     # Both minimise over the same constraint set; rounding must not make savings negative.
-    out["total_flops"] = np.minimum(out["total_flops"], out["chinchilla_total_flops"])
-    out["savings"] = 1.0 - out["total_flops"] / out["chinchilla_total_flops"]
+    with np.errstate(invalid="ignore"):
+        log_total = np.minimum(log_total, log_chinchilla)
+        out["total_flops"] = np.minimum(out["total_flops"], out["chinchilla_total_flops"])
+        out["savings"] = -np.expm1(log_total - log_chinchilla)
     out["reachable"] = reachable
     return out
 

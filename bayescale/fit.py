@@ -252,7 +252,10 @@ class ScalingFit:
                             "chains disagree; run more tuning (tune=2000) and draws, and check "
                             "that the priors do not fight the data.")
         low_ess = table.index[~(table["ess_bulk"] >= ESS_MIN)].tolist()
-        if low_ess:
+        if low_ess and table["ess_bulk"].isna().all():
+            problems.append(f"ESS cannot be estimated from {self.posterior.sizes['draw']} "
+                            "draws per chain (ArviZ needs at least 4): increase draws.")
+        elif low_ess:
             worst = table.loc[low_ess, "ess_bulk"].min()
             problems.append(f"bulk ESS down to {worst:.0f} (< {ESS_MIN}) for {', '.join(low_ess)}: "
                             "too few effective draws for stable intervals; increase draws or "

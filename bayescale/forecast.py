@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ._validate import choice, positives, probability, seed
-from .exceptions import ArgumentError, ExtrapolationWarning, ModelMismatchError
+from .exceptions import ArgumentError, ExtrapolationWarning, ModelMismatchError, NonFiniteWarning
 
 if TYPE_CHECKING:
     from .fit import ScalingFit
@@ -170,6 +170,24 @@ def loss_draws(fit: "ScalingFit", points: pd.DataFrame, kind: str = "observed",
     return loss
 
 
+def overflow_to_inf(values: np.ndarray, what: str, stacklevel: int = 3) -> np.ndarray:
+    """Summaries of draws that overflowed: NaN (inf − inf between two infinite draws) is inf.
+
+    Loss and compute are sums of positive terms, so a draw that overflows float64 is a value
+    too large to represent, never an undefined one. Warns :class:`NonFiniteWarning` once.
+    """
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return values
+    values = np.where(np.isnan(values), np.inf, values)
+    warnings.warn(f"{what} overflows float64 (> 1.8e308) in some posterior draws at "
+                  f"{int(bad.any(axis=-1).sum()) if values.ndim > 1 else int(bad.sum())} "
+                  "point(s): the table shows inf there; the law's parameters in those draws "
+                  "(often a prior far wider than the data) make the loss astronomically large",
+                  NonFiniteWarning, stacklevel=stacklevel)
+    return values
+
+
 def warn_if_extrapolating(fit: "ScalingFit", flops: np.ndarray, stacklevel: int = 3) -> None:
     """Warn when a point lies more than EXTRAPOLATION_DECADES past the largest run's compute."""
     largest = float(fit.runs.frame["flops"].max())
@@ -212,6 +230,7 @@ def forecast_table(fit: "ScalingFit", flops: object = None, params: object = Non
         return np.column_stack([loss.mean(axis=1), row_quantiles(loss, levels)])
 
     summary = np.concatenate(map_point_chunks(chunk_summary, len(points), fit.n_draws))
+    summary = overflow_to_inf(summary, "the forecast loss", stacklevel=4)
     table = points.assign(loss_mean=summary[:, 0], loss_median=summary[:, 2],
                           loss_lower=summary[:, 1], loss_upper=summary[:, 3])
     table.attrs.update({"prob": float(prob), "kind": kind, "law": fit.law.name})

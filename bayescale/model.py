@@ -192,7 +192,30 @@ class ScalingModel:
         sampled = self.sampled_parameters()
         buf = _fastlogp.make_buffer(self.law.name, self.likelihood, self.priors, sampled,
                                     self.data_values(runs), self.law.inputs)
-        return _fastlogp.nutpie_model(buf, self.priors, sampled)
+        compiled = _fastlogp.nutpie_model(buf, self.priors, sampled)
+        self._check_initial_points(runs, buf, compiled)
+        return compiled
+
+    _INITIAL_TRIES = 20
+
+    def _check_initial_points(self, runs: Runs, buf: np.ndarray, compiled: Any) -> None:
+        """Raise :class:`SamplingError` when no starting point nutpie would try is finite.
+
+        nutpie reports "All initialization points failed" itself, but a process whose nutpie
+        failed that way could crash at exit; trying the same jittered starting points here
+        (microseconds) catches it before nutpie runs.
+        """
+        from . import _fastlogp
+
+        for attempt in range(self._INITIAL_TRIES):
+            u = np.asarray(compiled.initial_point_func(attempt), dtype=np.float64)
+            with np.errstate(all="ignore"):
+                value, grad = _fastlogp.logp_and_grad(buf, u)
+            if np.isfinite(value) and np.isfinite(grad).all():
+                return
+        raise SamplingError(self._failure_message(
+            runs, f"the log density is not finite at any of {self._INITIAL_TRIES} jittered "
+                  "starting points"))
 
     def fit(self, runs: Runs, *, draws: int = 1000, tune: int = 1000, chains: int = 4,
             random_seed: int | None = None, progressbar: bool = False, sampler: str = "nutpie",
@@ -247,15 +270,13 @@ class ScalingModel:
             compiled = self._fast_compiled(runs) if sampler == "nutpie" else None
             if compiled is None:
                 compiled = self._compiled(runs)
-            try:
-                tree = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores,
-                                     seed=random_seed, progress_bar=progressbar,
-                                     save_warmup=False, adaptation=NUTPIE_ADAPTATION,
-                                     target_accept=NUTPIE_TARGET_ACCEPT)
-            except BaseException as exc:  # nutpie's Rust errors and panics are not Exceptions
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                    raise
-                raise SamplingError(self._failure_message(runs, exc)) from None
+            tree, failure = _sample_nutpie(nutpie, compiled, draws=draws, tune=tune,
+                                           chains=chains, cores=cores, seed=random_seed,
+                                           progress_bar=progressbar, save_warmup=False,
+                                           adaptation=NUTPIE_ADAPTATION,
+                                           target_accept=NUTPIE_TARGET_ACCEPT)
+            if failure is not None:
+                raise SamplingError(self._failure_message(runs, f"nutpie failed ({failure})"))
         else:
             import pymc as pm
 
@@ -303,7 +324,7 @@ class ScalingModel:
             return
         raise SamplingError(self._failure_message(runs, None, point))
 
-    def _failure_message(self, runs: Runs, exc: BaseException | None,
+    def _failure_message(self, runs: Runs, exc: str | None,
                          point: dict[str, float] | None = None) -> str:
         if point is None:
             _, point = self._log_density_at_start(runs)
@@ -317,9 +338,12 @@ class ScalingModel:
         suspects += [f"{name}={prior!r}" for name, prior in self.priors.items()
                      if any(extreme(v) for v in prior.params.values())]
         loss = runs.frame["loss"]
-        cause = f" ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})" if exc else ""
-        return (f"the sampler could not start: the log density of the {self.law.name} law is "
-                f"not finite at the priors' central values{cause}. Priors changed from the "
+        if exc is None:
+            what = (f"the log density of the {self.law.name} law is not finite at the priors' "
+                    "central values")
+        else:
+            what = exc
+        return (f"the sampler could not start: {what}. Priors changed from the "
                 f"defaults: {', '.join(changed) or 'none'}; extreme values: "
                 f"{', '.join(suspects) or 'none'}; data: {len(runs)} runs from {runs.source}, "
                 f"loss {loss.min():.4g} to {loss.max():.4g}. Use priors on the scale of the "
@@ -362,6 +386,39 @@ class ScalingModel:
 
         with self.build(runs):
             return pm.sample_prior_predictive(draws=draws, random_seed=random_seed)
+
+
+def _sample_nutpie(nutpie: Any, compiled: Any, **settings: Any) -> tuple[Any, str | None]:
+    """Run nutpie; on failure return (None, what it said) with its sampler already gone.
+
+    A failed nutpie sampler left to the garbage collector (it sits in a reference cycle with
+    the exception's traceback) is freed at interpreter exit, after numba's runtime, and the
+    process then crashed with a segfault. So the failure is turned into text, the sampler
+    cancelled and every reference dropped here, while everything it needs is still alive.
+    """
+    import gc
+
+    sampler = None
+    failure = None
+    try:
+        sampler = nutpie.sample(compiled, blocking=False, **settings)
+        return sampler.wait(), None
+    except (KeyboardInterrupt, SystemExit):
+        if sampler is not None:
+            sampler.cancel()
+        raise
+    except BaseException as exc:  # nutpie's Rust panics are BaseExceptions, not Exceptions
+        text = (str(exc).strip().splitlines() or [""])[0][:200]
+        failure = f"{type(exc).__name__}: {text}"
+        exc.__traceback__ = None
+    if sampler is not None:
+        try:
+            sampler.cancel()
+        except BaseException:  # already stopped
+            pass
+    del sampler
+    gc.collect()
+    return None, failure
 
 
 def _prior_center(prior: Prior) -> float:

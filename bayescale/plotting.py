@@ -503,7 +503,8 @@ def plot_posterior(fit: "ScalingFit", var_names: Sequence[str] | None = None, *,
             y_label, y_log = _PARAMETER_LABELS.get(y_name, (y_name, False))
             x = draws[x_name]
             if i == j:
-                bins = np.geomspace(x.min(), x.max(), 31) if x_log else 30
+                # Identical draws (a one-draw fit) have no spread to put log bins on.
+                bins = np.geomspace(x.min(), x.max(), 31) if x_log and x.max() > x.min() else 30
                 panel.hist(x, bins=bins, color=BAND_COLOR, alpha=0.55, edgecolor="white",
                            linewidth=0.3)
                 if x_name in summary.index:

@@ -145,6 +145,11 @@ def _log_of_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_x: dict[st
     return np.log(loss, out=loss)
 
 
+def _nan_to_inf(mu: np.ndarray) -> np.ndarray:
+    """A NaN log loss comes from inf − inf in an overflowing draw: the loss is huge (inf)."""
+    return np.where(np.isnan(mu), np.inf, mu) if np.isnan(mu).any() else mu
+
+
 def _oracle_log_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_c: np.ndarray,
                      workspace: "Workspace | None" = None) -> np.ndarray:
     """The law's log loss with each draw at its own compute-optimal split (broadcasting)."""
@@ -365,9 +370,11 @@ def prob_below(fit: "ScalingFit", target: float, flops: object = None, *, params
     def chunk_probs(part: slice, workspace: Workspace) -> tuple[np.ndarray, np.ndarray]:
         mu = _log_loss_rows(fit, theta, {name: x[part] for name, x in log_x.items()}, workspace)
         if not compiled:
-            return _summarise(fit, _prob_draws(fit, log_target, mu, kind), mcse)
+            return _summarise(fit, _prob_draws(fit, log_target, _nan_to_inf(mu), kind), mcse)
         p, mean, sd = noise_cdf_rows(mu, log_target, sigma, whole_nu,
                                      out=workspace.array("work", *mu.shape))
+        if np.isnan(mean).any():  # draws whose log loss overflowed: loss ≥ anything
+            return _summarise(fit, _prob_draws(fit, log_target, _nan_to_inf(mu), kind), mcse)
         return mean, _mcse(fit, p, mean, sd, mcse)
 
     chunks = map_point_chunks(chunk_probs, len(points), fit.n_draws)
@@ -461,6 +468,13 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object = 0.8, *,
         hi = np.where(active & up, mid, hi)
         lo = np.where(active & ~up, mid, lo)
     flops = np.where(reachable, np.exp(hi), np.inf)
+    if done.any():
+        first = int(np.flatnonzero(done)[0])
+        warnings.warn(f"target loss {targets[first]:g} is reached with probability "
+                      f"{probs[first]:g} already at {math.exp(_SEARCH_LOG_FLOPS[0]):g} FLOP, the "
+                      "bottom of the search range: any budget reaches it, and the law was not "
+                      "fitted anywhere near that small; returning 1 FLOP",
+                      ExtrapolationWarning, stacklevel=3)
     for t in np.unique(targets[~reachable]):
         # One warning per target, at the lowest confidence it fails (higher ones fail too).
         worst = np.flatnonzero(~reachable & (targets == t))
@@ -589,13 +603,14 @@ def risk_table(fit: "ScalingFit", targets: object, budgets: object, *, mode: str
     targets = positives("targets", targets)
     points = _points(fit, budgets, None, None, mode)
     warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
-    mu = _mean_log_loss(fit, points, mode)
+    mu = _nan_to_inf(_mean_log_loss(fit, points, mode))
     values, mcse_max = [], 0.0
     for t in targets:
         mean, error = _summarise(fit, _prob_draws(fit, math.log(t), mu, kind), "ess")
         values.append(mean)
-        mcse_max = max(mcse_max, float(np.max(error)))
-    table = pd.DataFrame(values, index=pd.Index(targets, name="target"),
+        mcse_max = max(mcse_max, float(np.max(error, initial=0.0)))
+    table = pd.DataFrame(np.reshape(values, (len(targets), len(points))),
+                         index=pd.Index(targets, name="target"),
                          columns=pd.Index(points["flops"].to_numpy(), name="flops"))
     allocated = points["params"].notna().all()
     table.attrs.update({"mode": mode, "kind": kind, "law": fit.law.name, "mcse_max": mcse_max,
