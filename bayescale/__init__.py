@@ -17,15 +17,22 @@ from .data import Runs, load_runs
 from .datasets import load_dataset
 from .design import check_design
 from .exceptions import (
+    ArgumentError,
+    ArgumentTypeError,
     BayescaleError,
     ConvergenceWarning,
     DesignWarning,
     ExtrapolationWarning,
     FitFileError,
     ModelMismatchError,
+    NonFiniteWarning,
     NotFittedError,
+    OutputExistsError,
+    OutputFolderMissingError,
+    OutputPathError,
     PriorError,
     RunDataError,
+    SamplingError,
     UnreachableTargetWarning,
 )
 from .fit import Diagnostics, ScalingFit
@@ -38,6 +45,8 @@ from .report import write_report
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "Backtest",
     "BayescaleError",
     "ChinchillaLaw",
@@ -48,10 +57,15 @@ __all__ = [
     "ExtrapolationWarning",
     "FitFileError",
     "ModelMismatchError",
+    "NonFiniteWarning",
     "NotFittedError",
+    "OutputExistsError",
+    "OutputFolderMissingError",
+    "OutputPathError",
     "Prior",
     "PriorError",
     "RunDataError",
+    "SamplingError",
     "Runs",
     "ScalingFit",
     "ScalingLaw",

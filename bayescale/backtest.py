@@ -201,7 +201,9 @@ def split_runs(runs: Runs, *, cutoff_flops: float | None = None,
         raise ValueError(f"give one of cutoff_flops=, holdout_frac= or holdout=, not {' and '.join(given)}")
     flops = runs.column("flops")
     if cutoff_flops is not None:
-        cutoff = float(cutoff_flops)
+        from ._validate import real
+
+        cutoff = real("cutoff_flops", cutoff_flops)
         if not (math.isfinite(cutoff) and cutoff > 0):
             raise ValueError(f"cutoff_flops must be a finite positive number of FLOPs, got {cutoff_flops!r}")
         mask = flops > cutoff
@@ -217,7 +219,9 @@ def split_runs(runs: Runs, *, cutoff_flops: float | None = None,
         if not mask.any():
             raise RunDataError("holdout marks no run: nothing to forecast")
         return mask.copy()
-    frac = 0.2 if holdout_frac is None else float(holdout_frac)
+    from ._validate import real
+
+    frac = 0.2 if holdout_frac is None else real("holdout_frac", holdout_frac)
     if not 0.0 < frac < 1.0:
         raise ValueError(f"holdout_frac must be in (0, 1), got {holdout_frac!r}")
     n_test = max(1, round(frac * len(runs)))

@@ -31,7 +31,8 @@ def format_parameter_table(summary: pd.DataFrame) -> str:
     for name, row in summary.iterrows():
         rows.append({"parameter": name, "median": _sci(row["median"]),
                      f"{level}% interval": f"[{_sci(row['hdi_lower'])}, {_sci(row['hdi_upper'])}]",
-                     "R-hat": f"{row['r_hat']:.3f}", "ESS bulk": f"{row['ess_bulk']:.0f}"})
+                     "R-hat": f"{row['r_hat']:.3f}" if np.isfinite(row["r_hat"]) else "n/a",
+                     "ESS bulk": f"{row['ess_bulk']:.0f}" if np.isfinite(row["ess_bulk"]) else "n/a"})
     return pd.DataFrame(rows).to_string(index=False)
 
 

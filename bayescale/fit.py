@@ -392,7 +392,7 @@ class ScalingFit:
         runs' ``params``, ``tokens``, ``flops``), ``log_likelihood`` (pointwise, of
         ``log_loss``) and ``posterior_predictive`` (one replicated ``log_loss`` per draw and
         run, run-to-run noise included). So ``az.summary``, ``az.loo``, ``az.plot_trace``
-        and ``az.plot_ppc`` work on it directly.
+        and ``az.plot_ppc_dist`` (ArviZ 1.x's posterior predictive plot) work on it.
 
         Parameters
         ----------

@@ -50,9 +50,9 @@ def resolve_points(fit: "ScalingFit", flops: object = None, params: object = Non
             raise ModelMismatchError(f"the {law.name} law is a law of compute alone: give "
                                      "flops=, not params= and tokens=")
         if params is None or tokens is None:
-            raise ValueError("give params= and tokens= together (or flops= alone)")
+            raise ArgumentError("give params= and tokens= together (or flops= alone)")
         if flops is not None:
-            raise ValueError("give either flops= or params= and tokens=, not both: "
+            raise ArgumentError("give either flops= or params= and tokens=, not both: "
                              "flops is 6·params·tokens")
         n = positives("params", params)
         d = positives("tokens", tokens)
@@ -66,12 +66,12 @@ def resolve_points(fit: "ScalingFit", flops: object = None, params: object = Non
         bad = np.flatnonzero(~(np.isfinite(c) & (c > 0)))
         if bad.size:
             i = bad[0]
-            raise ArgumentError(f"params[{i}] = {n[i]!r} and tokens[{i}] = {d[i]!r} give "
-                                f"6·N·D = {c[i]!r} FLOPs, outside float64 (1e-308 to 1e308): "
+            raise ArgumentError(f"params[{i}] = {float(n[i])!r} and tokens[{i}] = {float(d[i])!r} give "
+                                f"6·N·D = {float(c[i])!r} FLOPs, outside float64 (1e-308 to 1e308): "
                                 "expected a plan whose compute is a finite positive number")
         return pd.DataFrame({"flops": c, "params": n, "tokens": d})
     if flops is None:
-        raise ValueError("give flops= (compute budgets in FLOPs) or params= and tokens=")
+        raise ArgumentError("give flops= (compute budgets in FLOPs) or params= and tokens=")
     c = positives("flops", flops)
     if "params" not in law.inputs:
         return pd.DataFrame({"flops": c, "params": np.nan, "tokens": np.nan})
@@ -162,7 +162,7 @@ def loss_draws(fit: "ScalingFit", points: pd.DataFrame, kind: str = "observed",
                random_seed: int | None = None) -> np.ndarray:
     """Loss per draw and point, shape (draws, points); ``kind`` as in :func:`forecast_table`."""
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise ArgumentError(f"kind must be one of {KINDS}, got {kind!r}")
     _check_inputs(fit, points)
     loss = fit.law.loss(fit.theta(expand=True), _log_inputs(points), fit.reference)
     if kind == "observed":

@@ -136,10 +136,11 @@ def _check_contents(law, priors: dict, likelihood: str, posterior: xr.Dataset,
     expected = [*law.parameter_domains, *noise]
     sampled = [n for n in expected if n not in priors or priors[n].dist != "Fixed"]
     missing = [n for n in sampled if n not in posterior.data_vars]
+    missing += [n for n in posterior.data_vars if n not in expected]   # another law's draws
     if missing or any(n not in priors for n in expected):
         raise ValueError(f"it says law={law.name!r} but its posterior has "
                          f"{sorted(posterior.data_vars)} and priors {sorted(priors)} "
-                         f"(missing {missing or sorted(set(expected) - set(priors))}); the law "
+                         f"(mismatched: {missing or sorted(set(expected) - set(priors))}); the law "
                          "attribute does not match the draws")
     for name in sampled:
         values = np.asarray(posterior[name].values, dtype=np.float64)

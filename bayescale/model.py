@@ -24,6 +24,7 @@ import numpy as np
 from .data import Runs
 from .design import check_design, warn_outliers
 from ._validate import choice, integer, mapping, seed
+from .exceptions import ArgumentTypeError
 from .exceptions import ConvergenceWarning, PriorError, RunDataError, SamplingError
 from .laws import ScalingLaw, get_law
 from .priors import Prior, priors_to_json
@@ -110,7 +111,7 @@ class ScalingModel:
 
     def _check_runs(self, runs: Runs) -> None:
         if not isinstance(runs, Runs):
-            raise TypeError(f"fit expects Runs from bayescale.load_runs, got {type(runs).__name__}")
+            raise ArgumentTypeError(f"fit expects Runs from bayescale.load_runs, got {type(runs).__name__}")
         self.law.check_runs(runs)
         needed = self.law.n_parameters + 1
         if len(runs) < needed:

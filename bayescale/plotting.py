@@ -485,7 +485,9 @@ def plot_posterior(fit: "ScalingFit", var_names: Sequence[str] | None = None, *,
     draws.update({k: v for k, v in fit.theta().items() if k not in draws})
     unknown = [n for n in names if n not in draws]
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown}; available: {sorted(draws)}")
+        from .exceptions import ArgumentError
+
+        raise ArgumentError(f"unknown parameter(s) {unknown}; available: {sorted(draws)}")
     summary = fit.summary(prob=prob, include_sampled=True)
     k = len(names)
     if ax is None:

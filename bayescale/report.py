@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .exceptions import ConvergenceWarning, DesignWarning, ExtrapolationWarning
+from .exceptions import ArgumentError, ConvergenceWarning, DesignWarning, ExtrapolationWarning
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -82,6 +82,11 @@ def _fmt_prob(value: float) -> str:
     if 0.995 < value < 1:
         return "> 0.99"
     return f"{value:.2f}"
+
+
+def _fmt_fixed(value: float, spec: str) -> str:
+    """A diagnostic (R-hat, ESS) or "n/a" where it is not defined (one chain, few draws)."""
+    return format(value, spec) if np.isfinite(value) else "n/a"
 
 
 def _fmt_param(value: float) -> str:
@@ -289,13 +294,14 @@ def _diagnostics_section(b: _Builder, fit: "ScalingFit") -> None:
     for note in design:
         b.callout(f"Data design: {note}", style="warn")
     table = diagnostics.table
-    rows = [{"parameter": name, "R-hat": f"{row['r_hat']:.3f}",
-             "ESS bulk": f"{row['ess_bulk']:.0f}", "ESS tail": f"{row['ess_tail']:.0f}"}
+    rows = [{"parameter": name, "R-hat": _fmt_fixed(row["r_hat"], ".3f"),
+             "ESS bulk": _fmt_fixed(row["ess_bulk"], ".0f"),
+             "ESS tail": _fmt_fixed(row["ess_tail"], ".0f")}
             for name, row in table.iterrows()]
     b.table(pd.DataFrame(rows), "Convergence of the sampled parameters")
     b.paragraph(f"{diagnostics.divergences} divergent transitions in {diagnostics.n_draws} "
-                f"draws; mean tree depth {diagnostics.mean_tree_depth:.1f}, mean step size "
-                f"{diagnostics.mean_step_size:.3g}. R-hat near 1 means the chains agree; an "
+                f"draws; mean tree depth {_fmt_fixed(diagnostics.mean_tree_depth, '.1f')}, mean "
+                f"step size {_fmt_fixed(diagnostics.mean_step_size, '.3g')}. R-hat near 1 means the chains agree; an "
                 "effective sample size (ESS) of a few hundred makes the intervals stable.")
 
 
@@ -306,7 +312,8 @@ def _parameter_section(b: _Builder, fit: "ScalingFit") -> None:
     rows = [{"parameter": name, "median": _fmt_param(row["median"]),
              "mean": _fmt_param(row["mean"]), "sd": _fmt_param(row["sd"]),
              f"{level}% HDI": _fmt_band(row["hdi_lower"], row["hdi_upper"], _fmt_param),
-             "R-hat": f"{row['r_hat']:.3f}", "ESS bulk": f"{row['ess_bulk']:.0f}"}
+             "R-hat": _fmt_fixed(row["r_hat"], ".3f"),
+             "ESS bulk": _fmt_fixed(row["ess_bulk"], ".0f")}
             for name, row in summary.iterrows()]
     b.table(pd.DataFrame(rows), f"Posterior of {fit.law.formula}")
 
@@ -703,7 +710,7 @@ def report_format(path: str | PathLike[str]) -> str:
     try:
         return REPORT_SUFFIXES[path.suffix.lower()]
     except KeyError:
-        raise ValueError(f"report path {str(path)!r} must end in .html (one self-contained "
+        raise ArgumentError(f"report path {str(path)!r} must end in .html (one self-contained "
                          "file) or .md (Markdown plus a folder of PNGs)") from None
 
 

@@ -167,11 +167,11 @@ def _points(fit: "ScalingFit", flops: object, params: object, tokens: object,
     _check_choice("mode", mode, MODES)
     if params is not None or tokens is not None:
         if mode == "oracle":
-            raise ValueError("mode='oracle' trains every draw at its own optimum; it cannot be "
+            raise ArgumentError("mode='oracle' trains every draw at its own optimum; it cannot be "
                              "combined with explicit params= and tokens=")
         return resolve_points(fit, flops=flops, params=params, tokens=tokens)
     if flops is None:
-        raise ValueError("give flops= (compute budgets in FLOPs) or params= and tokens=")
+        raise ArgumentError("give flops= (compute budgets in FLOPs) or params= and tokens=")
     if mode == "oracle" or "params" not in fit.law.inputs:
         c = positives("flops", flops)
         return pd.DataFrame({"flops": c, "params": np.nan, "tokens": np.nan})
