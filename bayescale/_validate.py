@@ -27,7 +27,7 @@ from .exceptions import (ArgumentError, ArgumentTypeError, OutputExistsError,
 
 __all__ = ["real", "reals", "positive", "positives", "nonnegative", "nonnegatives",
            "probability", "probabilities", "integer", "seed", "choice", "mapping",
-           "output_path", "axes", "SEED_MAX", "finite_or_none"]
+           "output_path", "axes", "SEED_MAX", "finite_or_none", "is_scalar"]
 
 #: Largest accepted random seed (every sampler and numpy take 32-bit seeds).
 SEED_MAX = 2**32 - 1
@@ -296,6 +296,15 @@ def output_path(path: Any, *, overwrite: bool, name: str = "path", directory: bo
         raise OutputPathError(f"{name} = {str(target)!r}: cannot write a {kind} in "
                               f"{str(parent)!r} ({exc.strerror or exc})") from None
     return target
+
+
+def is_scalar(value: Any) -> bool:
+    """True for one value (not a sequence); False for a ragged or other non-array input,
+    which the checks then refuse with a clear message."""
+    try:
+        return np.ndim(value) == 0
+    except (ValueError, TypeError):
+        return False
 
 
 def finite_or_none(value: Any) -> Any:

@@ -320,8 +320,10 @@ def inference_optimal_allocation(fit: "ScalingFit", target: object, inference_to
             for column, value in _summary_columns(name, values[:, None], quantiles).items():
                 row[column] = float(value[0])
         rows.append(row)
-    table = pd.DataFrame(rows)
-    plan = table[["params_median", "tokens_median"]].to_numpy()
+    columns = ["target", "inference_tokens", "p_unreachable"] + [
+        f"{name}_{end}" for name in names for end in ("median", "lower", "upper")]
+    table = pd.DataFrame(rows, columns=columns)   # no targets: an empty table, not a KeyError
+    plan = table[["params_median", "tokens_median"]].to_numpy(dtype=np.float64)
     finite = np.isfinite(plan).all(axis=1)
     table["plan_prob"] = np.nan
     with warnings.catch_warnings():

@@ -210,6 +210,10 @@ class ScalingFit:
         table["median"] = [float(dataset[n].median()) for n in table.index]
         table = table[["mean", "sd", "median", "hdi_lower", "hdi_upper", "ess_bulk", "ess_tail", "r_hat"]]
         table = table.astype(float)
+        # Identical draws in every chain (a fixed-looking parameter): the chains agree, R-hat
+        # is 1, not ArviZ's 0/0.
+        if self.posterior.sizes["chain"] > 1:
+            table.loc[(table["sd"] == 0) & table["r_hat"].isna(), "r_hat"] = 1.0
         table.index.name = "parameter"
         table.attrs["prob"] = prob
         return table

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from ._validate import choice, positives, probabilities, probability, real
+from ._validate import choice, is_scalar, positives, probabilities, probability, real
 from .exceptions import ArgumentError, ExtrapolationWarning, UnreachableTargetWarning
 from .forecast import KINDS, draw_rows, resolve_points, warn_if_extrapolating
 
@@ -353,7 +353,7 @@ def prob_below(fit: "ScalingFit", target: float, flops: object = None, *, params
     target = _target_scalar(target)
     _check_choice("kind", kind, KINDS)
     _check_choice("mcse", mcse, MCSE_METHODS)
-    scalar = all(v is None or np.ndim(v) == 0 for v in (flops, params, tokens))
+    scalar = all(v is None or is_scalar(v) for v in (flops, params, tokens))
     points = _points(fit, flops, params, tokens, mode)
     warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
     log_target = math.log(target)
@@ -442,7 +442,7 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object = 0.8, *,
     """
     _check_choice("mode", mode, MODES)
     _check_choice("kind", kind, KINDS)
-    scalar = np.ndim(target) == 0 and np.ndim(prob) == 0
+    scalar = is_scalar(target) and is_scalar(prob)
     targets = positives("target", target)
     probs = probabilities("prob", prob)
     try:
