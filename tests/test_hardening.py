@@ -458,6 +458,7 @@ def test_prior_predictive(synthetic_runs):
 def test_vectorised_ess_equals_arviz():
     import arviz as az
 
+    from bayescale._ess import ess_mean_rows_compiled
     from bayescale.risk import ess_mean_rows
 
     rng = np.random.default_rng(4)
@@ -470,9 +471,14 @@ def test_vectorised_ess_equals_arviz():
         values[:5] = values[:5] > 0          # 0/1 rows, like per-draw indicators
         values[5] = 0.5                      # constant row
         expected = np.asarray(az.ess(values, method="mean", chain_axis=1, draw_axis=2)).ravel()
-        got = ess_mean_rows(values.reshape(60, -1), (chains, draws))
-        np.testing.assert_allclose(got, expected, rtol=1e-10)
-    assert np.isnan(ess_mean_rows(np.ones((2, 6)), (2, 3))).all()   # < 4 draws: ArviZ's nan
+        for route in (ess_mean_rows, ess_mean_rows_compiled):
+            got = route(values.reshape(60, -1), (chains, draws))
+            np.testing.assert_allclose(got, expected, rtol=1e-10)
+    for route in (ess_mean_rows, ess_mean_rows_compiled):
+        assert np.isnan(route(np.ones((2, 6)), (2, 3))).all()   # < 4 draws: ArviZ's nan
+        with_nan = np.ones((1, 40))
+        with_nan[0, 3] = np.nan
+        assert np.isnan(route(with_nan, (2, 20))).all()
 
 
 def test_prob_below_mcse_uses_the_vectorised_ess(fit):
