@@ -35,14 +35,13 @@ from .exceptions import (
     SamplingError,
     UnreachableTargetWarning,
 )
-from .fit import Diagnostics, ScalingFit
-from .io import load_fit
-from .laws import ChinchillaLaw, ComputeLaw, ScalingLaw, get_law
+from ._version import __version__
+from .fit import Diagnostics, ScalingFit, load_fit
+from .laws import ChinchillaLaw, ComputeLaw, ScalingLaw, available_laws, get_law
 from .model import ScalingModel
 from .priors import Prior
 from .report import write_report
 
-__version__ = "0.1.0"
 
 __all__ = [
     "ArgumentError",
@@ -72,6 +71,7 @@ __all__ = [
     "ScalingModel",
     "UnreachableTargetWarning",
     "__version__",
+    "available_laws",
     "backtest",
     "check_design",
     "compare",

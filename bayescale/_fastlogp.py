@@ -1,42 +1,46 @@
-"""A hand-written log density of the scaling-law models, compiled once by numba and cached on disk.
+"""The sampler's log density and gradient, derived from each law's one formula and compiled by numba.
 
-Building the same model in PyMC and compiling it for nutpie costs ~10–40 s per new process
+Building the model in PyMC and compiling it for nutpie costs ~10–40 s per new process
 (importing PyMC and PyTensor, graph rewrites, numba code generation) — longer than sampling.
-The models here are small and fixed (a law in log-sum-exp form, one prior per parameter, a
-Student-t or normal likelihood on log loss), so their log density and analytic gradient are
-written out directly as one numba C callback with ``cache=True``: a new process loads the
-machine code from numba's cache instead of compiling, and a new data set is only a new
-float64 buffer, so a warm fit pays no compilation at all.
+The models here are small and fixed (a law, one prior per parameter, a Student-t or normal
+likelihood on log loss), so their log density and gradient are generated as numba source:
+the law's formula is traced and differentiated by :mod:`bayescale._derive`, wrapped in the
+generic prior, transform and likelihood code below, written to a cache folder and compiled with
+``cache=True``. A new process loads the machine code from numba's cache instead of compiling,
+and a new data set is only a new float64 buffer, so a warm fit pays no compilation at all.
 
 The model is identical to :meth:`bayescale.model.ScalingModel.build` (same priors, same
 unconstrained transforms as PyMC: log for positive parameters, log-odds for (0, 1) and
-intervals); ``tests/test_fastlogp.py`` checks the log density differences and the gradient
-against PyMC's.
+intervals); ``tests/test_law_contract.py`` checks density differences and gradients against
+PyMC's for every registered law.
 
-Buffer layout (float64): a header, one block per parameter slot, then the data columns.
+Buffer layout (float64): a header, one block per parameter slot (the law's parameters in
+declaration order, then sigma and nu), the law's reference values, the log inputs column by
+column, then the observed log losses.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from types import ModuleType
+from typing import Any
 
 import numba
 import numpy as np
 from numba.core import types
 from numba.extending import intrinsic
 
-# Parameter slots, in this order for every law (absent ones are marked unused).
-SLOTS = ("E_fraction", "a", "b", "alpha", "beta", "sigma", "nu")
-LAW_CODES = {"chinchilla": 0, "compute": 1}
+from ._derive import NotTraceable, emit_log_loss, indent, load_generated
+
 LIKELIHOOD_CODES = {"normal": 0, "student_t": 1}
 PRIOR_CODES = {"Normal": 0, "StudentT": 1, "LogNormal": 2, "HalfNormal": 3, "HalfStudentT": 4,
                "Exponential": 5, "Gamma": 6, "Beta": 7, "Uniform": 8, "TruncatedNormal": 9}
 # Transforms to the unconstrained space, as PyMC chooses them.
 IDENTITY, LOG, INTERVAL = 0, 1, 2
 
-HEADER = 8          # law, likelihood, n, log_min_loss, ref_x1, ref_x2, n_dim, unused
+HEADER = 8          # likelihood, n, n_dim, then unused
 SLOT = 10           # index (-1: fixed/absent), prior code, p0..p3, transform, lower, upper, value
-DATA_START = HEADER + SLOT * len(SLOTS)
 
 
 @intrinsic
@@ -119,169 +123,58 @@ def _prior(code, p0, p1, p2, p3, x, log_x, u, transform):
     return -0.5 * z * z, -z / p1
 
 
-@numba.njit(cache=True, error_model="numpy")
-def _logp_and_grad(u, grad, buf):
-    """Log posterior density (unconstrained) at ``u``; writes the gradient into ``grad``."""
-    law = int(buf[0])
-    likelihood = int(buf[1])
-    n = int(buf[2])
-    log_min_loss, ref1, ref2 = buf[3], buf[4], buf[5]
-    nslots = 7
-    values = np.empty(nslots)
-    dvalue = np.empty(nslots)      # d value / du of each slot (0 when fixed)
-    dtheta = np.zeros(nslots)      # d logp / d value, accumulated
-    logp = 0.0
-    for i in range(grad.shape[0]):
-        grad[i] = 0.0
-    for k in range(nslots):
-        base = HEADER + SLOT * k
-        index = int(buf[base])
-        if index < 0:
-            values[k] = buf[base + 9]
-            dvalue[k] = 0.0
-            continue
-        transform = int(buf[base + 6])
-        x, log_x, dx, log_jac, dlog_jac = _constrain(u[index], transform, buf[base + 7], buf[base + 8])
-        values[k] = x
-        dvalue[k] = dx
-        lp, dlp = _prior(int(buf[base + 1]), buf[base + 2], buf[base + 3], buf[base + 4],
-                         buf[base + 5], x, log_x, u[index], transform)
-        logp += lp + log_jac
-        dtheta[k] += dlp
-        grad[index] += dlog_jac
-    e_fraction, a, b, alpha, beta, sigma, nu = (values[0], values[1], values[2], values[3],
-                                                values[4], values[5], values[6])
-    if not (e_fraction > 0.0 and e_fraction < 1.0 and sigma > 0.0 and nu > 0.0):
-        return -math.inf
-    log_e = log_min_loss + math.log(e_fraction)
-    x1 = buf[DATA_START:DATA_START + n]
-    x2 = buf[DATA_START + n:DATA_START + 2 * n]
-    y = buf[DATA_START + 2 * n:DATA_START + 3 * n]
-    g_mu_sum_e = 0.0
-    g_a = g_b = g_alpha = g_beta = 0.0
-    g_sigma = 0.0
-    g_nu = 0.0
-    inv_sigma = 1.0 / sigma
-    half_nu1 = 0.5 * (nu + 1.0)
-    nu_sampled = buf[HEADER + SLOT * 6] >= 0
-    for j in range(n):
-        d1 = x1[j] - ref1
-        t1 = a - alpha * d1
-        # log-sum-exp with the largest term's weight set to 1 (one exp fewer per run)
-        if law == 0:
-            d2 = x2[j] - ref2
-            t2 = b - beta * d2
-            if t1 >= t2 and t1 >= log_e:
-                w1, w2, w3 = 1.0, math.exp(t2 - t1), math.exp(log_e - t1)
-                top = t1
-            elif t2 >= log_e:
-                w1, w2, w3 = math.exp(t1 - t2), 1.0, math.exp(log_e - t2)
-                top = t2
-            else:
-                w1, w2, w3 = math.exp(t1 - log_e), math.exp(t2 - log_e), 1.0
-                top = log_e
-            total = w1 + w2 + w3
-        else:
-            d2 = 0.0
-            w2 = 0.0
-            if t1 >= log_e:
-                w1, w3, top = 1.0, math.exp(log_e - t1), t1
-            else:
-                w1, w3, top = math.exp(t1 - log_e), 1.0, log_e
-            total = w1 + w3
-        mu = top + math.log(total)
-        r = (y[j] - mu) * inv_sigma
-        r2 = r * r
-        if likelihood == 1:
-            log_term = math.log1p(r2 / nu)
-            logp -= half_nu1 * log_term
-            scale = (nu + 1.0) / (nu + r2)
-            dmu = scale * r * inv_sigma
-            g_sigma += scale * r2 * inv_sigma
-            if nu_sampled:
-                g_nu += -0.5 * log_term + 0.5 * scale * r2 / nu
-        else:
-            logp -= 0.5 * r2
-            dmu = r * inv_sigma
-            g_sigma += r2 * inv_sigma
-        dmu /= total
-        g_a += dmu * w1
-        g_alpha -= dmu * w1 * d1
-        g_b += dmu * w2
-        g_beta -= dmu * w2 * d2
-        g_mu_sum_e += dmu * w3
-    logp -= n * math.log(sigma)
-    g_sigma -= n * inv_sigma
-    if likelihood == 1:
-        logp += n * (math.lgamma(half_nu1) - math.lgamma(0.5 * nu) - 0.5 * math.log(nu * math.pi))
-        g_nu += n * (0.5 * _digamma(half_nu1) - 0.5 * _digamma(0.5 * nu) - 0.5 / nu)
-    else:
-        logp -= n * 0.5 * math.log(2.0 * math.pi)
-    dtheta[0] += g_mu_sum_e / e_fraction
-    dtheta[1] += g_a
-    dtheta[2] += g_b
-    dtheta[3] += g_alpha
-    dtheta[4] += g_beta
-    dtheta[5] += g_sigma
-    dtheta[6] += g_nu
-    for k in range(nslots):
-        index = int(buf[HEADER + SLOT * k])
-        if index >= 0:
-            grad[index] += dtheta[k] * dvalue[k]
-    return logp
-
-
-@numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.CPointer(numba.types.double),
-                               numba.types.CPointer(numba.types.double),
-                               numba.types.CPointer(numba.types.double), numba.types.voidptr),
-             cache=True, error_model="numpy")
-def logp_cfunc(dim, x_, out_, logp_, data_):
-    """nutpie's C logp callback: status 0 on success."""
-    buf_head = numba.carray(_as_double(data_), (HEADER,))
-    n = int(buf_head[2])
-    n_dim = int(buf_head[6])
-    if dim != n_dim:
-        return -1
-    buf = numba.carray(_as_double(data_), (DATA_START + 3 * n,))
-    x = numba.carray(x_, (n_dim,))
-    out = numba.carray(out_, (n_dim,))
-    logp = numba.carray(logp_, (1,))
-    value = _logp_and_grad(x, out, buf)
-    logp[0] = value
-    if not np.isfinite(value):
-        return 4
-    for i in range(n_dim):
-        if not np.isfinite(out[i]):
-            return 3
-    return 0
-
-
-@numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.uint64,
-                               numba.types.CPointer(numba.types.double),
-                               numba.types.CPointer(numba.types.double), numba.types.voidptr),
-             cache=True, error_model="numpy")
-def expand_cfunc(dim, expanded, x_, out_, data_):
-    """nutpie's C expand callback: the constrained values of the sampled parameters."""
-    buf = numba.carray(_as_double(data_), (DATA_START,))
-    n_dim = int(buf[6])
-    if dim != n_dim or expanded != n_dim:
-        return -1
-    x = numba.carray(x_, (n_dim,))
-    out = numba.carray(out_, (n_dim,))
-    for k in range(7):
-        base = HEADER + SLOT * k
-        index = int(buf[base])
-        if index >= 0:
-            value, _, _, _, _ = _constrain(x[index], int(buf[base + 6]), buf[base + 7], buf[base + 8])
-            out[index] = value
-    return 0
-
-
 # -- Python side: the buffer and the nutpie model ------------------------------------------
 
-def supports(law_name: str, likelihood: str) -> bool:
-    """Whether this kernel implements the law and likelihood (priors are all supported)."""
-    return law_name in LAW_CODES and likelihood in LIKELIHOOD_CODES
+_kernels: dict[type, Any] = {}
+_kernels_lock = threading.Lock()
+
+
+def kernel(law: Any) -> ModuleType:
+    """The compiled density module of a law (generated once per law class and process).
+
+    Raises
+    ------
+    NotTraceable
+        When the law's formula uses something the code generator does not know.
+    """
+    cls = type(law)
+    with _kernels_lock:
+        module = _kernels.get(cls)
+        if module is None:
+            pieces = emit_log_loss(law)
+            lower = _float_list(lo for lo, _ in law.parameter_domains.values())
+            upper = _float_list(hi for _, hi in law.parameter_domains.values())
+            source = KERNEL_TEMPLATE.format(
+                law=law.name, k=len(pieces["theta"]), ni=len(pieces["inputs"]),
+                nr=len(pieces["refs"]), lower=lower, upper=upper,
+                xslices=indent([f"x{i} = buf[DATA_START + {i} * n:DATA_START + {i + 1} * n]"
+                                for i in range(len(pieces["inputs"]))], 1),
+                setup=indent(pieces["setup"], 1), point=indent(pieces["point"], 2),
+                point_grad=indent(pieces["point_grad"], 2), finish=indent(pieces["finish"], 1))
+            module = load_generated(f"logp_{_safe(law.name)}", source)
+            _kernels[cls] = module
+    return module
+
+
+def _float_list(values) -> str:
+    items = [repr(float(v)) if math.isfinite(v) else ("math.inf" if v > 0 else "-math.inf")
+             for v in values]
+    return "[" + ", ".join(items) + "]"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+def supports(law: Any, likelihood: str) -> str | None:
+    """None when the fast kernel serves this law and likelihood, else the reason it cannot."""
+    if likelihood not in LIKELIHOOD_CODES:
+        return f"the {likelihood} likelihood has no fast kernel"
+    try:
+        kernel(law)
+    except NotTraceable as exc:
+        return str(exc)
+    return None
 
 
 def _transform(prior) -> tuple[int, float, float]:
@@ -334,48 +227,56 @@ def unconstrain(value: float, transform: int, lower: float, upper: float) -> flo
     return value
 
 
-def make_buffer(law_name: str, likelihood: str, priors: dict, sampled: list[str],
-                data: dict[str, np.ndarray], inputs: tuple[str, ...]) -> np.ndarray:
-    """Pack law, priors and data into the float64 buffer the kernel reads."""
+def make_buffer(law: Any, likelihood: str, priors: dict, sampled: list[str],
+                data: dict[str, np.ndarray]) -> np.ndarray:
+    """Pack priors, reference values and data into the float64 buffer the law's kernel reads.
+
+    ``data`` is :meth:`ScalingModel.data_values`: the reference values by name,
+    ``log_<input>`` per input and ``log_loss_observed``.
+    """
+    slots = [*law.parameter_domains, "sigma", "nu"]
     y = np.asarray(data["log_loss_observed"], dtype=np.float64)
     n = y.size
-    buf = np.zeros(DATA_START + 3 * n)
-    buf[0] = LAW_CODES[law_name]
-    buf[1] = LIKELIHOOD_CODES[likelihood]
-    buf[2] = n
-    buf[3] = float(data["log_min_loss"])
-    buf[4] = float(data[f"log_ref_{inputs[0]}"])
-    buf[5] = float(data[f"log_ref_{inputs[1]}"]) if len(inputs) > 1 else 0.0
-    buf[6] = len(sampled)
-    for k, slot in enumerate(SLOTS):
+    refs = law.reference_names()
+    inputs = law.inputs
+    ref_start = HEADER + SLOT * len(slots)
+    data_start = ref_start + len(refs)
+    buf = np.zeros(data_start + (len(inputs) + 1) * n)
+    buf[0] = LIKELIHOOD_CODES[likelihood]
+    buf[1] = n
+    buf[2] = len(sampled)
+    for k, slot in enumerate(slots):
         base = HEADER + SLOT * k
         prior = priors.get(slot)
         if prior is None or slot not in sampled:
             buf[base] = -1
-            # Absent slots: compute law has no b/beta; normal likelihood has no nu.
+            # Absent slots: the normal likelihood has no nu.
             buf[base + 9] = prior.params["value"] if prior is not None and prior.dist == "Fixed" else 1.0
             continue
         transform, lower, upper = _transform(prior)
         buf[base:base + 10] = [sampled.index(slot), PRIOR_CODES[prior.dist], *_prior_params(prior),
                                transform, lower, upper, 0.0]
-    buf[DATA_START:DATA_START + n] = data[f"log_{inputs[0]}"]
-    if len(inputs) > 1:
-        buf[DATA_START + n:DATA_START + 2 * n] = data[f"log_{inputs[1]}"]
-    buf[DATA_START + 2 * n:] = y
+    buf[ref_start:data_start] = [float(data[name]) for name in refs]
+    for i, name in enumerate(inputs):
+        buf[data_start + i * n:data_start + (i + 1) * n] = data[f"log_{name}"]
+    buf[data_start + len(inputs) * n:] = y
     buf.flags.writeable = False
     return buf
 
 
-def logp_and_grad(buf: np.ndarray, u: np.ndarray) -> tuple[float, np.ndarray]:
-    """Evaluate the kernel from Python (for tests)."""
+def logp_and_grad(law: Any, buf: np.ndarray, u: np.ndarray) -> tuple[float, np.ndarray]:
+    """Evaluate the law's kernel from Python (for tests)."""
     grad = np.zeros(len(u))
-    return float(_logp_and_grad(np.asarray(u, dtype=np.float64), grad, buf)), grad
+    value = kernel(law).logp_and_grad(np.asarray(u, dtype=np.float64), grad, buf)
+    return float(value), grad
 
 
-def nutpie_model(buf: np.ndarray, priors: dict, sampled: list[str]):
-    """A nutpie compiled model that samples the kernel on this buffer."""
+def nutpie_model(law: Any, buf: np.ndarray, priors: dict, sampled: list[str]):
+    """A nutpie compiled model that samples the law's kernel on this buffer."""
     import pandas as pd
     from nutpie.compile_pymc import CompiledPyMCModel
+
+    module = kernel(law)
 
     centres = []
     for name in sampled:
@@ -392,7 +293,150 @@ def nutpie_model(buf: np.ndarray, priors: dict, sampled: list[str]):
     shape_info = (list(sampled), [slice(i, i + 1) for i in range(n_dim)], [()] * n_dim)
     return CompiledPyMCModel(
         _n_dim=n_dim, dims={}, _coords={"unconstrained_parameter": pd.Index(list(sampled))},
-        _shapes={name: () for name in sampled}, compiled_logp_func=logp_cfunc,
-        compiled_expand_func=expand_cfunc, initial_point_func=initial_point, shared_data={},
+        _shapes={name: () for name in sampled}, compiled_logp_func=module.logp_cfunc,
+        compiled_expand_func=module.expand_cfunc, initial_point_func=initial_point, shared_data={},
         shared_var_keys={}, user_data=buf, n_expanded=n_dim, shape_info=shape_info,
         logp_func=None, expand_func=None)
+
+
+KERNEL_TEMPLATE = '''"""Generated by bayescale._fastlogp for the {law} law; do not edit (regenerated on change)."""
+import math
+
+import numba
+import numpy as np
+
+from bayescale._fastlogp import HEADER, SLOT, _as_double, _constrain, _digamma, _prior
+
+K = {k}          # law parameters (slots 0..K-1); slot K is sigma, K+1 is nu
+NI = {ni}        # inputs
+NR = {nr}        # reference values
+NS = K + 2
+REF_START = HEADER + SLOT * NS
+DATA_START = REF_START + NR
+LOWER = np.array({lower})
+UPPER = np.array({upper})
+
+
+@numba.njit(cache=True, error_model="numpy")
+def logp_and_grad(u, grad, buf):
+    likelihood = int(buf[0])
+    n = int(buf[1])
+    values = np.empty(NS)
+    dvalue = np.empty(NS)
+    dtheta = np.zeros(NS)
+    logp = 0.0
+    for i in range(grad.shape[0]):
+        grad[i] = 0.0
+    for k in range(NS):
+        base = HEADER + SLOT * k
+        index = int(buf[base])
+        if index < 0:
+            values[k] = buf[base + 9]
+            dvalue[k] = 0.0
+            continue
+        transform = int(buf[base + 6])
+        x, log_x, dx, log_jac, dlog_jac = _constrain(u[index], transform, buf[base + 7], buf[base + 8])
+        values[k] = x
+        dvalue[k] = dx
+        lp, dlp = _prior(int(buf[base + 1]), buf[base + 2], buf[base + 3], buf[base + 4],
+                         buf[base + 5], x, log_x, u[index], transform)
+        logp += lp + log_jac
+        dtheta[k] += dlp
+        grad[index] += dlog_jac
+    for k in range(K):
+        if not (values[k] > LOWER[k] and values[k] < UPPER[k]):
+            return -math.inf
+    sigma = values[K]
+    nu = values[K + 1]
+    if not (sigma > 0.0 and nu > 0.0):
+        return -math.inf
+    th = values[:K]
+    rf = buf[REF_START:REF_START + NR]
+    gth = np.zeros(K)
+{xslices}
+{setup}
+    y = buf[DATA_START + NI * n:DATA_START + (NI + 1) * n]
+    g_sigma = 0.0
+    g_nu = 0.0
+    inv_sigma = 1.0 / sigma
+    half_nu1 = 0.5 * (nu + 1.0)
+    nu_sampled = buf[HEADER + SLOT * (K + 1)] >= 0
+    for j in range(n):
+{point}
+        r = (y[j] - mu) * inv_sigma
+        r2 = r * r
+        if likelihood == 1:
+            log_term = math.log1p(r2 / nu)
+            logp -= half_nu1 * log_term
+            scale = (nu + 1.0) / (nu + r2)
+            dmu = scale * r * inv_sigma
+            g_sigma += scale * r2 * inv_sigma
+            if nu_sampled:
+                g_nu += -0.5 * log_term + 0.5 * scale * r2 / nu
+        else:
+            logp -= 0.5 * r2
+            dmu = r * inv_sigma
+            g_sigma += r2 * inv_sigma
+{point_grad}
+{finish}
+    logp -= n * math.log(sigma)
+    g_sigma -= n * inv_sigma
+    if likelihood == 1:
+        logp += n * (math.lgamma(half_nu1) - math.lgamma(0.5 * nu) - 0.5 * math.log(nu * math.pi))
+        g_nu += n * (0.5 * _digamma(half_nu1) - 0.5 * _digamma(0.5 * nu) - 0.5 / nu)
+    else:
+        logp -= n * 0.5 * math.log(2.0 * math.pi)
+    for k in range(K):
+        dtheta[k] += gth[k]
+    dtheta[K] += g_sigma
+    dtheta[K + 1] += g_nu
+    for k in range(NS):
+        index = int(buf[HEADER + SLOT * k])
+        if index >= 0:
+            grad[index] += dtheta[k] * dvalue[k]
+    return logp
+
+
+@numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.CPointer(numba.types.double),
+                               numba.types.CPointer(numba.types.double),
+                               numba.types.CPointer(numba.types.double), numba.types.voidptr),
+             cache=True, error_model="numpy")
+def logp_cfunc(dim, x_, out_, logp_, data_):
+    head = numba.carray(_as_double(data_), (HEADER,))
+    n = int(head[1])
+    n_dim = int(head[2])
+    if dim != n_dim:
+        return -1
+    buf = numba.carray(_as_double(data_), (DATA_START + (NI + 1) * n,))
+    x = numba.carray(x_, (n_dim,))
+    out = numba.carray(out_, (n_dim,))
+    logp = numba.carray(logp_, (1,))
+    value = logp_and_grad(x, out, buf)
+    logp[0] = value
+    if not np.isfinite(value):
+        return 4
+    for i in range(n_dim):
+        if not np.isfinite(out[i]):
+            return 3
+    return 0
+
+
+@numba.cfunc(numba.types.int64(numba.types.uint64, numba.types.uint64,
+                               numba.types.CPointer(numba.types.double),
+                               numba.types.CPointer(numba.types.double), numba.types.voidptr),
+             cache=True, error_model="numpy")
+def expand_cfunc(dim, expanded, x_, out_, data_):
+    buf = numba.carray(_as_double(data_), (REF_START,))
+    n_dim = int(buf[2])
+    if dim != n_dim or expanded != n_dim:
+        return -1
+    x = numba.carray(x_, (n_dim,))
+    out = numba.carray(out_, (n_dim,))
+    for k in range(NS):
+        base = HEADER + SLOT * k
+        index = int(buf[base])
+        if index >= 0:
+            value, _, _, _, _ = _constrain(x[index], int(buf[base + 6]), buf[base + 7], buf[base + 8])
+            out[index] = value
+    return 0
+'''

@@ -23,7 +23,7 @@ from .exceptions import ArgumentError, ExtrapolationWarning, ModelMismatchError
 from .risk import prob_below
 
 if TYPE_CHECKING:
-    from .fit import ScalingFit
+    from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
 __all__ = ["optimal_allocation", "optimal_allocation_draws", "inference_optimal_allocation",
            "inference_optimal_draws"]
@@ -135,7 +135,7 @@ def _optimal_summary(fit: "ScalingFit", flops: np.ndarray, levels: np.ndarray) -
     from .forecast import draw_rows
 
     law = fit.law
-    if "params" not in law.inputs:
+    if not law.splits_compute:
         law.optimal_log_params(fit.theta(), fit.reference, np.log(flops))  # raises the mismatch
     theta = draw_rows(fit)
     log_c = np.log(flops)[:, None]
@@ -170,7 +170,7 @@ def _warn_outside_runs(fit: "ScalingFit", params: np.ndarray, tokens: np.ndarray
 
 def _chinchilla_draws(fit: "ScalingFit") -> dict[str, np.ndarray]:
     names = ("E", "A", "B", "alpha", "beta")
-    if "params" not in fit.law.inputs or not set(names) <= set(fit.law.paper_parameters):
+    if not fit.law.splits_compute or not set(names) <= set(fit.law.paper_parameters):
         raise ModelMismatchError(
             f"inference-aware allocation needs a law of the form E + A/N^alpha + B/D^beta; the "
             f"{fit.law.name} law is not one: fit the 'chinchilla' law")

@@ -60,11 +60,24 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tokens-col", default="tokens", help="column with D, the training tokens")
     group.add_argument("--flops-col", default="flops", help="column with C (derived 6·N·D if absent)")
     group.add_argument("--loss-col", default="loss", help="column with the final loss")
+    for spec in _extra_input_specs():
+        group.add_argument(f"--{spec.name.replace('_', '-')}-col", dest=f"{spec.name}_col",
+                           default=None, help=f"column with {spec.symbol}, the {spec.label} "
+                           "(laws that declare it)")
+
+
+def _extra_input_specs():
+    from .data import STANDARD_INPUTS, declared_inputs, input_spec
+    from .laws import available_laws  # noqa: F401 - importing the laws declares their inputs
+
+    return [input_spec(n) for n in declared_inputs() if n not in STANDARD_INPUTS]
 
 
 def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and sampler")
-    group.add_argument("--law", default="chinchilla", choices=["chinchilla", "compute"])
+    from .laws import available_laws
+
+    group.add_argument("--law", default="chinchilla", choices=available_laws())
     group.add_argument("--likelihood", default="student_t", choices=["student_t", "normal"])
     group.add_argument("--draws", type=_positive_int, default=1000, help="draws per chain")
     group.add_argument("--tune", type=_positive_int, default=1000, help="tuning steps per chain")
@@ -158,8 +171,10 @@ def _probability(text: str) -> float:
 def _load_cli_runs(args: argparse.Namespace):
     from .data import load_runs
 
+    extras = {spec.name: getattr(args, f"{spec.name}_col", None) for spec in _extra_input_specs()}
     return load_runs(args.runs, params=args.params_col, tokens=args.tokens_col,
-                     flops=args.flops_col, loss=args.loss_col)
+                     flops=args.flops_col, loss=args.loss_col,
+                     **{name: column for name, column in extras.items() if column})
 
 
 def _fit_from_args(args: argparse.Namespace, runs=None):
@@ -175,7 +190,7 @@ def _fit_from_args(args: argparse.Namespace, runs=None):
 
 
 def _fit_or_load(args: argparse.Namespace):
-    from .io import load_fit
+    from .fit import load_fit
 
     if Path(args.runs).suffix.lower() in (".nc", ".netcdf"):
         return load_fit(args.runs)
@@ -320,7 +335,7 @@ def cmd_risk(args: argparse.Namespace) -> int:
                      "compute_to_reach": reach, "compute_distribution": spread,
                      "band": args.band})
         return 0
-    where = ("compute law: the budget alone sets the loss" if "params" not in fit.law.inputs
+    where = ("compute law: the budget alone sets the loss" if not fit.law.splits_compute
              else "each posterior draw at its own optimum" if args.mode == "oracle"
              else "at the posterior-median compute-optimal allocation")
     noise = "run-to-run noise included" if args.kind == "observed" else "the law's mean loss"

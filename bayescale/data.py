@@ -20,9 +20,68 @@ import pandas as pd
 
 from .exceptions import RunDataError
 
-__all__ = ["Runs", "load_runs", "STANDARD_COLUMNS"]
+__all__ = ["Runs", "load_runs", "STANDARD_COLUMNS", "STANDARD_INPUTS", "InputSpec",
+           "register_input", "input_spec", "declared_inputs"]
 
 STANDARD_COLUMNS = ("params", "tokens", "flops", "loss")
+#: The inputs every run has (params and tokens may be NaN when only compute was given).
+STANDARD_INPUTS = ("params", "tokens", "flops")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A run column a law can read: its name and how to talk about it.
+
+    Attributes
+    ----------
+    name : str
+        Column name in :class:`Runs` and keyword of :func:`load_runs` (e.g. ``"unique_tokens"``).
+    symbol : str
+        Letter in formulas and messages (``"U"``).
+    label, plural : str
+        Words for messages and axes (``"unique token count"``, ``"unique token counts"``).
+    unit : str
+        Unit for axes (``"tokens"``).
+    """
+
+    name: str
+    symbol: str
+    label: str
+    plural: str
+    unit: str = ""
+
+
+_INPUTS: dict[str, InputSpec] = {
+    "params": InputSpec("params", "N", "model size", "model sizes", "parameters"),
+    "tokens": InputSpec("tokens", "D", "token count", "token counts", "tokens"),
+    "flops": InputSpec("flops", "C", "compute budget", "compute budgets", "FLOPs"),
+}
+
+
+def register_input(spec: InputSpec) -> None:
+    """Declare an extra run column (laws do this for inputs beyond params/tokens/flops)."""
+    if spec.name in (*STANDARD_COLUMNS, "source", "runs"):
+        if _INPUTS.get(spec.name) == spec:
+            return
+        raise ValueError(f"input name {spec.name!r} is reserved")
+    existing = _INPUTS.get(spec.name)
+    if existing is not None and existing != spec:
+        raise ValueError(f"input {spec.name!r} is already declared as {existing}; a second law "
+                         "using it must declare the same InputSpec (or import it)")
+    _INPUTS[spec.name] = spec
+
+
+def input_spec(name: str) -> InputSpec:
+    """The declaration of an input column."""
+    try:
+        return _INPUTS[name]
+    except KeyError:
+        raise KeyError(f"no input column {name!r} is declared; declared: {sorted(_INPUTS)}") from None
+
+
+def declared_inputs() -> tuple[str, ...]:
+    """Names of every declared input column (standard ones first)."""
+    return tuple(_INPUTS)
 
 # A flops column further than this factor from 6·N·D is probably in other units.
 _FLOPS_MISMATCH_FACTOR = 2.0
@@ -35,8 +94,9 @@ class Runs:
     Attributes
     ----------
     frame : pandas.DataFrame
-        Columns ``params``, ``tokens``, ``flops``, ``loss`` (float64). ``params`` and
-        ``tokens`` are NaN when only compute was given. The arrays are read-only.
+        Columns ``params``, ``tokens``, ``flops``, ``loss`` (float64), then any declared
+        extra inputs that were loaded (e.g. ``unique_tokens``). ``params`` and ``tokens``
+        are NaN when only compute was given.
     source : str
         Where the runs came from (a path or ``"DataFrame"``), for messages and reports.
     """
@@ -60,10 +120,21 @@ class Runs:
         """True when every run has both N and D (needed by laws of N and D)."""
         return bool(np.isfinite(self.frame["params"]).all() and np.isfinite(self.frame["tokens"]).all())
 
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """Every input column of the frame: params, tokens, flops and declared extras."""
+        return tuple(c for c in self.frame.columns if c != "loss")
+
+    def available_inputs(self) -> tuple[str, ...]:
+        """Input columns with a finite value for every run."""
+        return tuple(c for c in self.input_columns
+                     if np.isfinite(self.frame[c].to_numpy(dtype=np.float64)).all())
+
     def column(self, name: str) -> np.ndarray:
-        """Return one standard column as a read-only float64 array."""
-        if name not in STANDARD_COLUMNS:
-            raise KeyError(f"unknown column {name!r}; expected one of {STANDARD_COLUMNS}")
+        """Return one column (standard or declared extra input) as a read-only float64 array."""
+        if name not in STANDARD_COLUMNS and name not in self.frame.columns:
+            raise KeyError(f"unknown column {name!r}; expected one of "
+                           f"{(*STANDARD_COLUMNS, *self.input_columns[3:])}")
         values = self.frame[name].to_numpy(dtype=np.float64, copy=True)
         values.flags.writeable = False
         return values
@@ -79,7 +150,7 @@ class Runs:
         """Min, max and number of distinct values of each column, for reports."""
         f = self.frame
         rows = {}
-        for name in STANDARD_COLUMNS:
+        for name in self.frame.columns:
             col = f[name]
             if col.notna().any():
                 rows[name] = {"min": col.min(), "max": col.max(), "distinct": col.nunique()}
@@ -182,6 +253,7 @@ def load_runs(
     tokens: str | None = "tokens",
     flops: str | None = "flops",
     loss: str = "loss",
+    **inputs: str | None,
 ) -> Runs:
     """Load and validate training runs from a DataFrame or a CSV file.
 
@@ -195,7 +267,10 @@ def load_runs(
         and the final loss. ``flops`` is derived as 6·N·D (in float64) when its column is
         absent; ``params`` and ``tokens`` may be absent when ``flops`` is present (only
         compute laws can then be fitted). Pass ``None`` to ignore a column.
-
+    **inputs : str or None
+        Declared extra inputs a law needs, as ``name=column``, e.g.
+        ``unique_tokens="U"`` for the data-constrained law. Validated like the others
+        (numbers, finite, positive); the names are those the registered laws declare.
     Returns
     -------
     Runs
@@ -246,6 +321,19 @@ def load_runs(
             f"{where}: missing column {' and '.join(missing) or repr(flops)}; need either "
             f"{params!r} and {tokens!r} (N and D) or {flops!r} (C); columns are {columns}")
 
+    extras = {}
+    for name, column in inputs.items():
+        if name in STANDARD_COLUMNS or name not in _INPUTS:
+            known = [n for n in _INPUTS if n not in STANDARD_INPUTS]
+            raise TypeError(f"load_runs got an unexpected keyword {name!r}; extra inputs the "
+                            f"registered laws declare: {known or 'none'}")
+        if column is None:
+            continue
+        if not present(column):
+            raise RunDataError(f"{where}: missing column {column!r} ({_INPUTS[name].label}, "
+                               f"given as {name}={column!r}); columns are {columns}")
+        extras[name] = column
+
     n_rows = len(frame)
     loss_values = _numeric_column(frame, loss, "loss", where)
     n_values = _numeric_column(frame, params, "params", where) if have_n else np.full(n_rows, np.nan)
@@ -277,12 +365,18 @@ def load_runs(
 
     standard = pd.DataFrame({"params": n_values, "tokens": d_values, "flops": c_values,
                              "loss": loss_values})
-    used = {c for c in (params, tokens, flops, loss) if c is not None and c in columns}
+    for name, column in extras.items():
+        standard[name] = _numeric_column(frame, column, name, where)
+    used = {c for c in (params, tokens, flops, loss, *extras.values())
+            if c is not None and c in columns}
     extra_cols = [c for c in columns if c not in used]
     extra = frame[extra_cols].reset_index(drop=True) if extra_cols else None
     return Runs(frame=standard, source=source_name, extra=extra)
 
 
 def runs_from_arrays(**columns: Any) -> Runs:
-    """Build :class:`Runs` from arrays (``params``, ``tokens``, ``flops``, ``loss``)."""
-    return load_runs(pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in columns.items()}))
+    """Build :class:`Runs` from arrays (``params``, ``tokens``, ``flops``, ``loss`` and any
+    declared extra input such as ``unique_tokens``)."""
+    extras = {k: k for k in columns if k not in STANDARD_COLUMNS}
+    return load_runs(pd.DataFrame({k: np.asarray(v, dtype=float) for k, v in columns.items()}),
+                     **extras)

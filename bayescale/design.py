@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .data import Runs
+from .data import Runs, input_spec
 from .exceptions import DesignWarning, RunDataError
 from .laws import ScalingLaw, get_law
-from .priors import Prior
+from .priors import Prior, default_noise_priors
 
 if TYPE_CHECKING:
-    from .fit import ScalingFit
+    from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
 __all__ = ["DesignFinding", "design_findings", "check_design", "outlier_findings", "fit_design_findings",
            "warn_outliers", "prior_conflicts", "OUTLIER_SDS", "SAME_VALUE_TOLERANCE"]
@@ -53,9 +53,16 @@ _MIN_OUTLIER_OFFSET = math.log(1.1)
 #: Posterior median beyond these prior quantiles: the prior excludes what the data say.
 PRIOR_TAIL = 5e-4
 
-_AXES = {"params": ("model size", "model sizes", "N", "alpha", "A"),
-         "tokens": ("token count", "token counts", "D", "beta", "B"),
-         "flops": ("compute budget", "compute budgets", "C", "alpha", "A")}
+
+
+def _axis(law: ScalingLaw, name: str) -> tuple[str, str, str, str, str]:
+    """(label, plural, symbol, exponent, coefficient) of an input, from the declarations:
+    the input's InputSpec and the law's ``axes`` (the parameters that input identifies)."""
+    spec = input_spec(name)
+    identified = law.axes.get(name, ())
+    exponent = identified[0] if identified else f"the parameters along {spec.symbol}"
+    coefficient = ", ".join(identified[1:]) if len(identified) > 1 else "its coefficient"
+    return spec.label, spec.plural, spec.symbol, exponent, coefficient
 
 
 @dataclass(frozen=True)
@@ -115,14 +122,14 @@ def design_findings(runs: Runs, law: str | ScalingLaw) -> list[DesignFinding]:
     distinct = {name: _distinct(runs.column(name)) for name in law.inputs}
     single = [name for name in law.inputs if distinct[name].size == 1]
     if len(single) == len(law.inputs):
-        where = ", ".join(f"{_AXES[name][2]} ≈ {distinct[name][0]:.3g}" for name in single)
+        where = ", ".join(f"{input_spec(name).symbol} ≈ {distinct[name][0]:.3g}" for name in single)
         raise RunDataError(
             f"all {n} runs were trained at the same scale ({where}): the {law.name} law "
             "describes how loss changes with scale, and these runs show no change of scale, so "
             "nothing can be fitted; add runs at other scales (3 or more, spread over at least "
             "a decade)")
     for name in law.inputs:
-        label, plural, symbol, exponent, coefficient = _AXES[name]
+        label, plural, symbol, exponent, coefficient = _axis(law, name)
         values = distinct[name]
         if values.size == 1:
             findings.append(DesignFinding("one_value", (
@@ -238,8 +245,7 @@ def _outlier_findings(fit: "ScalingFit", sds: float = OUTLIER_SDS) -> list[Desig
     described = []
     for i in order[:3]:
         row = frame.iloc[i]
-        where = (f"N={row['params']:.3g}, D={row['tokens']:.3g}" if "params" in fit.law.inputs
-                 else f"C={row['flops']:.3g}")
+        where = ", ".join(f"{input_spec(name).symbol}={row[name]:.3g}" for name in fit.law.inputs)
         off = math.expm1(abs(residual[i])) * 100
         side = "above" if residual[i] > 0 else "below"
         described.append(f"run {i} ({where}, loss={row['loss']:.4g}) lies {off:.0f}% {side} the "
@@ -323,8 +329,6 @@ def prior_conflicts(fit: "ScalingFit", tail: float = PRIOR_TAIL) -> list[str]:
     list of str
         One plain-language problem per conflicting parameter, with what to try.
     """
-    from .model import default_noise_priors
-
     defaults = {**fit.law.default_priors(), **default_noise_priors(fit.likelihood)}
     custom = sorted(name for name, prior in fit.priors.items() if defaults.get(name) != prior)
     echo = (f" A parameter pushed to an extreme can also be the echo of another prior set too "

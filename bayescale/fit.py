@@ -22,9 +22,9 @@ from .laws import ScalingLaw
 from .priors import Prior
 
 if TYPE_CHECKING:
-    from .model import ScalingModel
+    from ._protocols import ModelLike
 
-__all__ = ["ScalingFit", "Diagnostics", "RHAT_MAX", "ESS_MIN"]
+__all__ = ["ScalingFit", "Diagnostics", "load_fit", "RHAT_MAX", "ESS_MIN"]
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
@@ -114,7 +114,7 @@ class ScalingFit:
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def from_sampler_output(cls, model: "ScalingModel", runs: Runs, tree: Any,
+    def from_sampler_output(cls, model: "ModelLike", runs: Runs, tree: Any,
                             settings: dict[str, Any]) -> "ScalingFit":
         """Build a fit from the DataTree that nutpie or PyMC returned."""
         posterior = tree["posterior"].to_dataset()[model.sampled_parameters()]
@@ -286,7 +286,7 @@ class ScalingFit:
 
     def forecast(self, flops: object = None, *, params: object = None, tokens: object = None,
                  prob: float = 0.9, kind: str = "observed",
-                 random_seed: int | None = None) -> pd.DataFrame:
+                 random_seed: int | None = None, **inputs: object) -> pd.DataFrame:
         """Forecast loss at compute budgets, or at explicit model size and tokens.
 
         Parameters
@@ -304,6 +304,10 @@ class ScalingFit:
         random_seed : int, optional
             Seed for the noise draws of ``kind="observed"``; defaults to the fit's seed so the
             same fit always gives the same table.
+        **inputs : float or sequence of float
+            The law's declared extra inputs, e.g. ``unique_tokens=1e11`` for the
+            data-constrained law (one value, or one per point); the compute-optimal split
+            holds them fixed.
 
         Returns
         -------
@@ -319,21 +323,22 @@ class ScalingFit:
         from .forecast import forecast_table
 
         return forecast_table(self, flops=flops, params=params, tokens=tokens, prob=prob,
-                              kind=kind, random_seed=random_seed)
+                              kind=kind, random_seed=random_seed, inputs=inputs)
 
     def prob_below(self, target: float, flops: object = None, *, params: object = None,
                    tokens: object = None, mode: str = "median", kind: str = "observed",
-                   mcse: str = "ess") -> float | pd.DataFrame:
+                   mcse: str = "ess", **inputs: object) -> float | pd.DataFrame:
         """P(loss ≤ target) for a run at each budget (or explicit N, D), noise included.
 
         The run trains at the posterior-median compute-optimal split (``mode="median"``, the
         allocation one would pick now) or, with ``mode="oracle"``, each draw at its own
-        optimum. Exact given the draws. See :func:`bayescale.risk.prob_below`.
+        optimum. Exact given the draws. ``**inputs``: the law's declared extra inputs, as
+        in :meth:`forecast`. See :func:`bayescale.risk.prob_below`.
         """
         from .risk import prob_below
 
         return prob_below(self, target, flops, params=params, tokens=tokens, mode=mode,
-                          kind=kind, mcse=mcse)
+                          kind=kind, mcse=mcse, inputs=inputs)
 
     def compute_to_reach(self, target: object, prob: object = 0.8, *, mode: str = "median",
                          kind: str = "observed") -> float | pd.DataFrame:
@@ -485,3 +490,19 @@ class ScalingFit:
 
         return write_report(self, path, target=target, budget=budget, overwrite=overwrite,
                             **kwargs)
+
+
+def load_fit(path: str | PathLike[str]) -> ScalingFit:
+    """Load a fit written by :meth:`ScalingFit.save`.
+
+    Forecasts from the loaded fit equal those of the saved one exactly; declared extra run
+    inputs (e.g. ``unique_tokens``) are kept.
+
+    Raises
+    ------
+    FitFileError
+        When the file is missing, truncated, corrupted, or not a bayescale fit.
+    """
+    from .io import read_fit
+
+    return ScalingFit(**read_fit(path))

@@ -24,10 +24,11 @@ import numpy as np
 import pandas as pd
 
 from ._validate import choice, positives, probability, seed
+from .data import declared_inputs
 from .exceptions import ArgumentError, ExtrapolationWarning, ModelMismatchError, NonFiniteWarning
 
 if TYPE_CHECKING:
-    from .fit import ScalingFit
+    from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
 __all__ = ["resolve_points", "median_optimal_log_params", "draw_rows",
            "noise_factors", "loss_draws", "forecast_table", "KINDS", "EXTRAPOLATION_DECADES"]
@@ -37,13 +38,57 @@ KINDS = ("observed", "mean")
 EXTRAPOLATION_DECADES = 2.0
 
 
+def _positive_array(name: str, values: object) -> np.ndarray:
+    """Finite positive numbers as a 1-D array (kept for callers; see _validate.positives)."""
+    return positives(name, values)
+
+
+def _extra_inputs(fit: "ScalingFit", inputs: object, size: int) -> dict[str, np.ndarray]:
+    """The law's declared extra inputs (e.g. unique_tokens) for the points, validated."""
+    from ._validate import mapping
+
+    given = dict(mapping("inputs", inputs, "a dict {input name: values}"))
+    unknown = sorted(set(given) - set(fit.law.extra_inputs))
+    if unknown:
+        raise ArgumentError(f"the {fit.law.name} law takes no input {unknown[0]!r}; its extra "
+                            f"inputs are {list(fit.law.extra_inputs) or 'none'}")
+    missing = [name for name in fit.law.extra_inputs if name not in given]
+    if missing:
+        raise ModelMismatchError(f"the {fit.law.name} law needs {missing[0]}= for every point "
+                                 f"(e.g. {missing[0]}=1e11)")
+    out = {}
+    for name, values in given.items():
+        array = positives(name, values)
+        if array.size not in (1, size):
+            raise ArgumentError(f"{name} has {array.size} values for {size} points: give one or "
+                                "one per point")
+        out[name] = np.broadcast_to(array, (size,)).copy()
+    return out
+
+
 def resolve_points(fit: "ScalingFit", flops: object = None, params: object = None,
-                   tokens: object = None) -> pd.DataFrame:
+                   tokens: object = None, inputs: object = None) -> pd.DataFrame:
     """Turn the user's flops or (params, tokens) into a table of points to forecast.
 
     With ``flops`` alone, a law of N and D trains each budget at the posterior-median
     compute-optimal split: N = exp(median over draws of log N_opt(C)), D = C / (6·N).
+    ``inputs`` gives the law's declared extra inputs (e.g. ``{"unique_tokens": 1e11}``),
+    one value or one per point; the split holds them fixed.
     """
+    if not fit.law.extra_inputs:
+        if inputs:
+            _extra_inputs(fit, inputs, 1)  # raises: this law takes no extra inputs
+        return _resolve_standard(fit, flops, params, tokens)
+    given = [v for v in ((flops,) if flops is not None else (params, tokens)) if v is not None]
+    size = max((int(np.size(v)) for v in given), default=1)
+    extras = _extra_inputs(fit, inputs, size)
+    points = _resolve_standard(fit, flops, params, tokens,
+                               {name: np.log(v) for name, v in extras.items()})
+    return points.assign(**extras)
+
+
+def _resolve_standard(fit: "ScalingFit", flops: object, params: object, tokens: object,
+                      fixed: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     law = fit.law
     if params is not None or tokens is not None:
         if "params" not in law.inputs:
@@ -73,9 +118,9 @@ def resolve_points(fit: "ScalingFit", flops: object = None, params: object = Non
     if flops is None:
         raise ArgumentError("give flops= (compute budgets in FLOPs) or params= and tokens=")
     c = positives("flops", flops)
-    if "params" not in law.inputs:
+    if not law.splits_compute:
         return pd.DataFrame({"flops": c, "params": np.nan, "tokens": np.nan})
-    n = np.exp(median_optimal_log_params(fit, np.log(c)))
+    n = np.exp(median_optimal_log_params(fit, np.log(c), fixed))
     return pd.DataFrame({"flops": c, "params": n, "tokens": c / (6.0 * n)})
 
 
@@ -93,16 +138,19 @@ _SPLIT_CACHE_SIZE = 4
 _SPLIT_CACHE_LOCK = threading.Lock()
 
 
-def median_optimal_log_params(fit: "ScalingFit", log_flops: np.ndarray) -> np.ndarray:
+def median_optimal_log_params(fit: "ScalingFit", log_flops: np.ndarray,
+                              fixed: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Posterior median over draws of log N_opt at each log budget, shape (points,).
 
+    ``fixed``: log values of the law's extra inputs per budget, held fixed by the split.
     The result is read-only; the last few are remembered per fit, so asking again at the
     same budgets costs nothing.
     """
     from ._pointwise import map_point_chunks, row_quantiles  # numba: imported on first use
 
     log_flops = np.ascontiguousarray(log_flops, dtype=np.float64)
-    key = log_flops.tobytes()
+    fixed = {name: np.ascontiguousarray(v, dtype=np.float64) for name, v in (fixed or {}).items()}
+    key = log_flops.tobytes() + b"".join(name.encode() + v.tobytes() for name, v in sorted(fixed.items()))
     with _SPLIT_CACHE_LOCK:
         remembered = _SPLIT_CACHE.setdefault(fit, OrderedDict())
         if key in remembered:
@@ -111,7 +159,8 @@ def median_optimal_log_params(fit: "ScalingFit", log_flops: np.ndarray) -> np.nd
     theta = draw_rows(fit)
 
     def chunk_median(part: slice, workspace: object) -> np.ndarray:
-        log_n = fit.law.optimal_log_params(theta, fit.reference, log_flops[part, None])
+        log_n = fit.law.optimal_log_params(theta, fit.reference, log_flops[part, None],
+                                           {name: v[part, None] for name, v in fixed.items()} or None)
         return row_quantiles(log_n, 0.5)[:, 0]
 
     median = np.concatenate(map_point_chunks(chunk_median, log_flops.size, fit.n_draws))
@@ -125,8 +174,8 @@ def median_optimal_log_params(fit: "ScalingFit", log_flops: np.ndarray) -> np.nd
 
 def _log_inputs(points: pd.DataFrame, layout: str = "row") -> dict[str, np.ndarray]:
     """log params/tokens/flops shaped (1, points) (``"row"``) or (points, 1) (``"column"``)."""
-    logs = {name: np.log(points[name].to_numpy(dtype=np.float64))
-            for name in ("params", "tokens", "flops")}
+    names = [c for c in points.columns if c in declared_inputs()]
+    logs = {name: np.log(points[name].to_numpy(dtype=np.float64)) for name in names}
     if layout == "column":
         return {name: values[:, None] for name, values in logs.items()}
     return {name: values[None, :] for name, values in logs.items()}
@@ -201,7 +250,7 @@ def warn_if_extrapolating(fit: "ScalingFit", flops: np.ndarray, stacklevel: int 
 
 def forecast_table(fit: "ScalingFit", flops: object = None, params: object = None,
                    tokens: object = None, prob: float = 0.9, kind: str = "observed",
-                   random_seed: int | None = None) -> pd.DataFrame:
+                   random_seed: int | None = None, inputs: object = None) -> pd.DataFrame:
     """Forecast loss at compute budgets or at explicit (N, D), with a central band.
 
     See :meth:`bayescale.ScalingFit.forecast` for the parameters.
@@ -209,7 +258,7 @@ def forecast_table(fit: "ScalingFit", flops: object = None, params: object = Non
     prob = probability("prob", prob)
     choice("kind", kind, KINDS)
     random_seed = seed("random_seed", random_seed)
-    points = resolve_points(fit, flops=flops, params=params, tokens=tokens)
+    points = resolve_points(fit, flops=flops, params=params, tokens=tokens, inputs=inputs)
     warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
     _check_inputs(fit, points)
     from ._pointwise import Workspace, map_point_chunks, row_quantiles  # numba: on first use

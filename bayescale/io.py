@@ -15,19 +15,21 @@ import tempfile
 from collections.abc import Iterator
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ._protocols import FitLike
 from ._validate import output_path
+from ._version import __version__
+from .data import STANDARD_COLUMNS, Runs
 from .exceptions import FitFileError, OutputPathError
+from .laws import get_law
+from .priors import Prior
 
-if TYPE_CHECKING:
-    from .fit import ScalingFit
-
-__all__ = ["save_fit", "load_fit", "atomic_write", "SCHEMA_VERSION"]
+__all__ = ["save_fit", "read_fit", "atomic_write", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 _FORMAT_NAME = "bayescale-fit"
@@ -92,7 +94,7 @@ def _checksum(attrs: dict, groups: dict[str, xr.Dataset]) -> str:
     return digest.hexdigest()
 
 
-def _to_tree(fit: "ScalingFit") -> xr.DataTree:
+def _to_tree(fit: FitLike) -> xr.DataTree:
     runs = fit.runs.frame
     observed = xr.Dataset({name: ("run", runs[name].to_numpy()) for name in runs.columns})
     attrs = {
@@ -105,8 +107,6 @@ def _to_tree(fit: "ScalingFit") -> xr.DataTree:
         "settings": json.dumps(fit.settings, sort_keys=True),
         "runs_source": fit.runs.source,
     }
-    from . import __version__
-
     attrs["bayescale_version"] = __version__
     groups = {"posterior": fit.posterior, "sample_stats": fit.sample_stats,
               "observed_data": observed}
@@ -114,7 +114,7 @@ def _to_tree(fit: "ScalingFit") -> xr.DataTree:
     return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), **groups})
 
 
-def save_fit(fit: "ScalingFit", path: str | PathLike[str], *, overwrite: bool = False) -> None:
+def save_fit(fit: FitLike, path: str | PathLike[str], *, overwrite: bool = False) -> None:
     """Write a fit to a netCDF file atomically (temporary file, then rename).
 
     Raises
@@ -153,21 +153,17 @@ def _check_contents(law, priors: dict, likelihood: str, posterior: xr.Dataset,
                              "positive numbers")
 
 
-def load_fit(path: str | PathLike[str]) -> "ScalingFit":
-    """Load a fit written by :meth:`ScalingFit.save`.
+def read_fit(path: str | PathLike[str]) -> dict[str, Any]:
+    """Read a fit file written by :func:`save_fit` into the fields of a ScalingFit.
 
-    Forecasts from the loaded fit equal those of the saved one exactly.
+    :func:`bayescale.load_fit` builds the fit from them. Run columns beyond the standard
+    four (declared inputs such as ``unique_tokens``) come back as saved.
 
     Raises
     ------
     FitFileError
         When the file is missing, truncated, corrupted, or not a bayescale fit.
     """
-    from .data import Runs
-    from .fit import ScalingFit
-    from .laws import get_law
-    from .priors import Prior
-
     source = Path(path)
     if not source.is_file():
         raise FitFileError(f"no fit file at {str(source)!r}")
@@ -199,8 +195,9 @@ def load_fit(path: str | PathLike[str]) -> "ScalingFit":
         reference = {k: float(v) for k, v in json.loads(attrs["reference"]).items()}
         settings = json.loads(attrs["settings"])
         observed = tree["observed_data"].to_dataset()
+        names = [*STANDARD_COLUMNS, *(n for n in observed.data_vars if n not in STANDARD_COLUMNS)]
         frame = pd.DataFrame({name: np.asarray(observed[name].values, dtype=np.float64)
-                              for name in ("params", "tokens", "flops", "loss")})
+                              for name in names})
         runs = Runs(frame=frame, source=str(attrs.get("runs_source", "saved fit")))
         posterior = tree["posterior"].to_dataset()
         sample_stats = tree["sample_stats"].to_dataset()
@@ -214,6 +211,6 @@ def load_fit(path: str | PathLike[str]) -> "ScalingFit":
         _check_contents(law, priors, likelihood, posterior, frame)
     except (KeyError, ValueError, TypeError) as exc:
         raise FitFileError(f"{str(source)!r} is damaged or incomplete: {exc}") from exc
-    return ScalingFit(law=law, priors=priors, likelihood=likelihood, runs=runs,
-                      reference=reference, posterior=posterior, sample_stats=sample_stats,
-                      settings=settings)
+    return {"law": law, "priors": priors, "likelihood": likelihood, "runs": runs,
+            "reference": reference, "posterior": posterior, "sample_stats": sample_stats,
+            "settings": settings}

@@ -1,9 +1,11 @@
 """ScalingModel: a law, its priors and a likelihood, turned into a PyMC model and sampled.
 
 This is the only module that imports PyMC. The default sampler, nutpie, does not need PyMC at
-all for the built-in laws: their log density and gradient are written out in
+all: each law's log density and gradient are generated from its formula by
 :mod:`bayescale._fastlogp` and compiled once by numba into its on-disk cache, so a new process
 starts sampling in about a second and a new data set is only a new buffer (no compilation).
+A law whose formula the generator cannot handle is sampled through PyMC instead, with a
+one-line :class:`FastPathWarning`.
 The same model built in PyMC (:meth:`ScalingModel.build`) is what PyMC's own sampler uses and
 what the tests compare the kernel with; ``sampler="nutpie-pymc"`` samples that PyMC model with
 nutpie, compiling it once per structure (law, priors, likelihood) and swapping data into the
@@ -16,6 +18,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,12 +27,15 @@ import numpy as np
 from .data import Runs
 from .design import check_design, warn_outliers
 from ._validate import choice, integer, mapping, seed
-from .exceptions import ArgumentTypeError
-from .exceptions import ConvergenceWarning, PriorError, RunDataError, SamplingError
+from .exceptions import ArgumentTypeError, ConvergenceWarning, PriorError, RunDataError, SamplingError
 from .laws import ScalingLaw, get_law
-from .priors import Prior, priors_to_json
+from .priors import Prior, default_noise_priors, priors_to_json
 
-__all__ = ["ScalingModel", "LIKELIHOODS", "SAMPLERS", "default_noise_priors"]
+__all__ = ["ScalingModel", "LIKELIHOODS", "SAMPLERS", "default_noise_priors", "FastPathWarning"]
+
+
+class FastPathWarning(UserWarning):
+    """The law's fast sampler density could not be derived; PyMC's model is used instead."""
 
 LIKELIHOODS = ("student_t", "normal")
 SAMPLERS = ("nutpie", "pymc", "nutpie-pymc")
@@ -44,21 +50,6 @@ NUTPIE_TARGET_ACCEPT = 0.95
 
 _compiled_cache: dict[tuple, Any] = {}
 _cache_lock = threading.Lock()
-
-
-def default_noise_priors(likelihood: str) -> dict[str, Prior]:
-    """Priors of the noise on log loss: scale ``sigma`` and, for Student-t, degrees ``nu``.
-
-    Repeated runs of one configuration differ by about 0.5–2% in loss, so HalfNormal(0.1)
-    on log loss is weak. ``nu`` is fixed at 4: heavy enough tails to shrug off a digitising
-    slip or a diverged run (the role the Huber loss plays in Hoffmann et al. and Epoch),
-    without the sampling cost of a free ``nu``. Override with e.g. ``Prior("Gamma", alpha=2,
-    beta=0.1)``.
-    """
-    priors = {"sigma": Prior("HalfNormal", sigma=0.1)}
-    if likelihood == "student_t":
-        priors["nu"] = Prior("Fixed", value=4.0)
-    return priors
 
 
 class ScalingModel:
@@ -122,7 +113,7 @@ class ScalingModel:
     def data_values(self, runs: Runs) -> dict[str, np.ndarray]:
         """The values of every ``pm.Data`` container for these runs."""
         ref = self.law.reference(runs)
-        values = {name: np.asarray(value, dtype=np.float64) for name, value in ref.items()}
+        values = {name: np.asarray(ref[name], dtype=np.float64) for name in self.law.reference_names()}
         for name in self.law.inputs:
             values[f"log_{name}"] = np.log(runs.column(name))
         values["log_loss_observed"] = np.log(runs.column("loss"))
@@ -144,7 +135,7 @@ class ScalingModel:
             data = {name: pm.Data(name, value) for name, value in values.items()}
             theta = {name: self._random_variable(pm, pt, name, self.priors[name])
                      for name in self.law.parameter_domains}
-            ref = {name: data[name] for name in data if name.startswith("log_ref_") or name == "log_min_loss"}
+            ref = {name: data[name] for name in self.law.reference_names()}
             log_x = {name: data[f"log_{name}"] for name in self.law.inputs}
             mu = self.law.log_loss(theta, log_x, ref, pt)
             sigma = self._random_variable(pm, pt, "sigma", self.priors["sigma"])
@@ -185,15 +176,23 @@ class ScalingModel:
         return compiled.with_data(**values)
 
     def _fast_compiled(self, runs: Runs):
-        """nutpie model of the hand-written kernel (numba, cached on disk); None if unsupported."""
+        """nutpie model of the kernel derived from the law (numba, cached on disk).
+
+        None, with a one-line :class:`FastPathWarning`, when the kernel cannot serve the law
+        (its formula uses an operation the code generator does not know).
+        """
         from . import _fastlogp
 
-        if not _fastlogp.supports(self.law.name, self.likelihood):
+        reason = _fastlogp.supports(self.law, self.likelihood)
+        if reason is not None:
+            warnings.warn(f"no fast density for the {self.law.name} law ({reason}); sampling "
+                          "PyMC's compiled model instead, which takes 10-40 s to compile in "
+                          "each new process", FastPathWarning, stacklevel=4)
             return None
         sampled = self.sampled_parameters()
-        buf = _fastlogp.make_buffer(self.law.name, self.likelihood, self.priors, sampled,
-                                    self.data_values(runs), self.law.inputs)
-        compiled = _fastlogp.nutpie_model(buf, self.priors, sampled)
+        buf = _fastlogp.make_buffer(self.law, self.likelihood, self.priors, sampled,
+                                    self.data_values(runs))
+        compiled = _fastlogp.nutpie_model(self.law, buf, self.priors, sampled)
         self._check_initial_points(runs, buf, compiled)
         return compiled
 
@@ -211,7 +210,7 @@ class ScalingModel:
         for attempt in range(self._INITIAL_TRIES):
             u = np.asarray(compiled.initial_point_func(attempt), dtype=np.float64)
             with np.errstate(all="ignore"):
-                value, grad = _fastlogp.logp_and_grad(buf, u)
+                value, grad = _fastlogp.logp_and_grad(self.law, buf, u)
             if np.isfinite(value) and np.isfinite(grad).all():
                 return
         raise SamplingError(self._failure_message(
@@ -236,8 +235,9 @@ class ScalingModel:
         progressbar : bool
             Show the sampler's progress.
         sampler : {"nutpie", "pymc", "nutpie-pymc"}
-            ``"nutpie"``: Rust NUTS on the model's hand-written, numba-compiled log density
-            (compiled once, cached on disk). ``"pymc"``: PyMC's own NUTS on the PyMC model.
+            ``"nutpie"``: Rust NUTS on a numba-compiled log density derived from the law's
+            formula (compiled once, cached on disk; laws it cannot serve fall back to
+            ``"nutpie-pymc"`` with a :class:`FastPathWarning`). ``"pymc"``: PyMC's own NUTS on the PyMC model.
             ``"nutpie-pymc"``: nutpie on the PyMC model compiled by PyTensor (slower to start;
             for comparison). All three sample the same posterior.
         cores : int, optional

@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from .fit import ScalingFit
+    from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
 __all__ = ["plot_fit", "plot_isoflop", "plot_allocation", "plot_risk", "plot_posterior",
            "plot_backtest"]
@@ -28,14 +28,11 @@ __all__ = ["plot_fit", "plot_isoflop", "plot_allocation", "plot_risk", "plot_pos
 BAND_COLOR = "#1f5fa8"
 ACCENT = "#c0392b"
 LEVEL_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
-# Paper parameters: axis label (mathtext) and whether a log axis suits them.
+# Noise parameters: axis label (mathtext) and whether a log axis suits them; each law
+# declares the labels of its own parameters (ScalingLaw.labels).
 _PARAMETER_LABELS = {
-    "E": (r"$E$ (nats/token)", False),
-    "A": (r"$A$", True),
-    "B": (r"$B$", True),
-    "alpha": (r"$\alpha$", False),
-    "beta": (r"$\beta$", False),
     "sigma": (r"$\sigma$ (log loss)", False),
+    "nu": (r"$\nu$", False),
 }
 
 
@@ -174,7 +171,7 @@ def plot_fit(fit: "ScalingFit", flops: Any = None, *, kind: str = "observed",
                     alpha=0.18, lw=0, label="90% band")
     ax.fill_between(narrow["flops"], narrow["loss_lower"], narrow["loss_upper"], color=BAND_COLOR,
                     alpha=0.35, lw=0, label="50% band")
-    frontier = "compute-optimal " if "params" in fit.law.inputs else ""
+    frontier = "compute-optimal " if fit.law.splits_compute else ""
     ax.plot(wide["flops"], wide["loss_median"], color=BAND_COLOR, lw=1.8,
             label=f"median ({frontier}{fit.law.name} law)")
     if np.isfinite(frame["params"]).all():
@@ -259,7 +256,7 @@ def plot_isoflop(fit: "ScalingFit", flops: Any = None, *, kind: str = "mean",
     if not span > 1.0:
         raise ArgumentError(f"span = {span!r}: expected a factor > 1 (each curve covers "
                             "N_opt/span to N_opt·span)")
-    if "params" not in fit.law.inputs:
+    if not fit.law.splits_compute:
         raise ModelMismatchError(f"an IsoFLOP plot needs a law of N and D; the {fit.law.name} "
                                  "law has no model size: fit the 'chinchilla' law")
     ax = _new_axes(ax)
@@ -335,7 +332,7 @@ def plot_allocation(fit: "ScalingFit", flops: Any = None, *, prob: float = 0.9,
     """
     from .exceptions import ModelMismatchError
 
-    if "params" not in fit.law.inputs:
+    if not fit.law.splits_compute:
         raise ModelMismatchError(f"the {fit.law.name} law has no split of compute into N and D; "
                                  "fit the 'chinchilla' law")
     ax = _new_axes(ax)
@@ -495,14 +492,15 @@ def plot_posterior(fit: "ScalingFit", var_names: Sequence[str] | None = None, *,
         _, ax = plt.subplots(k, k, figsize=(size, size), layout="constrained", squeeze=False)
     axes = np.asarray(ax).reshape(k, k)
     step = max(1, len(draws[names[0]]) // max_points)
+    labels = {**_PARAMETER_LABELS, **fit.law.labels()}  # the law declares its own
     for i, y_name in enumerate(names):
         for j, x_name in enumerate(names):
             panel = axes[i, j]
             if j > i:
                 panel.set_axis_off()
                 continue
-            x_label, x_log = _PARAMETER_LABELS.get(x_name, (x_name, False))
-            y_label, y_log = _PARAMETER_LABELS.get(y_name, (y_name, False))
+            x_label, x_log = labels.get(x_name, (x_name, False))
+            y_label, y_log = labels.get(y_name, (y_name, False))
             x = draws[x_name]
             if i == j:
                 # Identical draws (a one-draw fit) have no spread to put log bins on.

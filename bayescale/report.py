@@ -39,7 +39,7 @@ from .exceptions import ArgumentError, ConvergenceWarning, DesignWarning, Extrap
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .fit import ScalingFit
+    from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
 __all__ = ["write_report", "build_report", "Report", "render_html", "render_markdown",
            "assets_dir", "report_format", "headline", "fmt_flops", "REPORT_SUFFIXES"]
@@ -253,12 +253,8 @@ _LIKELIHOODS = {
                  "Huber loss of Hoffmann et al.)",
     "normal": "Normal on log loss",
 }
+# The noise parameters' meanings; each law declares its own (ScalingLaw.meanings).
 _PRIOR_MEANING = {
-    "E_fraction": "irreducible loss E as a fraction of the smallest observed loss",
-    "a": "log of the model-size term at the reference scale (nats)",
-    "b": "log of the data term at the reference scale (nats)",
-    "alpha": "exponent α",
-    "beta": "exponent β",
     "sigma": "run-to-run noise σ on log loss",
     "nu": "Student-t degrees of freedom ν",
 }
@@ -273,7 +269,7 @@ def _model_section(b: _Builder, fit: "ScalingFit") -> None:
     for name, prior in fit.priors.items():
         args = ", ".join(f"{k}={v:.3g}" for k, v in prior.params.items())
         rows.append({"parameter": name, "prior": f"{prior.dist}({args})",
-                     "meaning": _PRIOR_MEANING.get(name, "")})
+                     "meaning": fit.law.meanings().get(name) or _PRIOR_MEANING.get(name, "")})
     b.table(pd.DataFrame(rows), "Priors (sampled parameters; the paper's A, B, E are derived)")
     s = fit.settings
     seconds = s.get("seconds")
@@ -333,7 +329,7 @@ def _forecast_section(b: _Builder, fit: "ScalingFit", budgets: list[float]) -> N
     rows = []
     for i, c in enumerate(budgets):
         row = {"compute C (FLOPs)": fmt_flops(c), "× largest run": f"{c / largest:.3g}"}
-        if "params" in fit.law.inputs:
+        if fit.law.splits_compute:
             row["N (params)"] = fmt_flops(wide["params"].iloc[i])
             row["D (tokens)"] = fmt_flops(wide["tokens"].iloc[i])
         row["median loss"] = _fmt_loss(wide["loss_median"].iloc[i])
@@ -342,7 +338,7 @@ def _forecast_section(b: _Builder, fit: "ScalingFit", budgets: list[float]) -> N
         row["90% band (law's mean)"] = _fmt_band(mean["loss_lower"].iloc[i], mean["loss_upper"].iloc[i])
         rows.append(row)
     split = (" Each budget is trained at the posterior-median compute-optimal N and D."
-             if "params" in fit.law.inputs else "")
+             if fit.law.splits_compute else "")
     b.table(pd.DataFrame(rows), "Forecast loss (nats/token) at each budget." + split)
 
 
@@ -352,7 +348,7 @@ def _risk_section(b: _Builder, fit: "ScalingFit", target: float, budgets: list[f
 
     b.heading("Budget risk")
     split = (", split into N and D at today's best estimate of the optimum,"
-             if "params" in fit.law.inputs else "")
+             if fit.law.splits_compute else "")
     b.paragraph(f"P(loss ≤ target) is the chance that one training run at that budget{split} "
                 "ends at or below the target loss — counting both what we do not know about "
                 "the law and run-to-run noise.")
@@ -564,7 +560,7 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
         _forecast_section(b, fit, budget_list)
         if target is not None:
             _risk_section(b, fit, target, budget_list, target_list, budget)
-        if "params" in fit.law.inputs:
+        if fit.law.splits_compute:
             _allocation_section(b, fit, budget_list)
         _posterior_section(b, fit)
         if backtest is not None:
@@ -796,7 +792,7 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
         output_path(assets, overwrite=overwrite, name="figure folder", directory=True)
     report = build_report(fit, target=target, budget=budget, budgets=budgets, targets=targets,
                           prob=prob, backtest=backtest, title=title, dpi=dpi)
-    from . import __version__
+    from ._version import __version__
     from .io import atomic_write
 
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

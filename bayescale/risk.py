@@ -49,7 +49,7 @@ from .forecast import KINDS, draw_rows, resolve_points, warn_if_extrapolating
 
 if TYPE_CHECKING:
     from ._pointwise import Workspace
-    from .fit import ScalingFit
+    from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
 __all__ = ["prob_below", "compute_to_reach", "compute_distribution", "compute_to_target_draws",
            "risk_table", "noise_cdf", "MODES", "MCSE_METHODS"]
@@ -154,7 +154,7 @@ def _oracle_log_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_c: np.
                      workspace: "Workspace | None" = None) -> np.ndarray:
     """The law's log loss with each draw at its own compute-optimal split (broadcasting)."""
     law = fit.law
-    if "params" not in law.inputs:
+    if not law.splits_compute:
         return _log_of_loss(fit, theta, {"flops": log_c}, workspace)
     log_n = law.optimal_log_params(theta, fit.reference, log_c)
     log_d = log_c - _LOG6 - log_n
@@ -163,8 +163,13 @@ def _oracle_log_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_c: np.
 
 
 def _points(fit: "ScalingFit", flops: object, params: object, tokens: object,
-            mode: str) -> pd.DataFrame:
+            mode: str, inputs: object = None) -> pd.DataFrame:
     _check_choice("mode", mode, MODES)
+    if fit.law.extra_inputs or inputs:
+        if mode == "oracle":
+            raise ValueError(f"mode='oracle' is not available for the {fit.law.name} law "
+                             f"(extra inputs {list(fit.law.extra_inputs)}); use mode='median'")
+        return resolve_points(fit, flops=flops, params=params, tokens=tokens, inputs=inputs)
     if params is not None or tokens is not None:
         if mode == "oracle":
             raise ArgumentError("mode='oracle' trains every draw at its own optimum; it cannot be "
@@ -172,7 +177,7 @@ def _points(fit: "ScalingFit", flops: object, params: object, tokens: object,
         return resolve_points(fit, flops=flops, params=params, tokens=tokens)
     if flops is None:
         raise ArgumentError("give flops= (compute budgets in FLOPs) or params= and tokens=")
-    if mode == "oracle" or "params" not in fit.law.inputs:
+    if mode == "oracle" or not fit.law.splits_compute:
         c = positives("flops", flops)
         return pd.DataFrame({"flops": c, "params": np.nan, "tokens": np.nan})
     return resolve_points(fit, flops=flops)
@@ -184,6 +189,7 @@ def _point_log_inputs(points: pd.DataFrame, mode: str) -> dict[str, np.ndarray]:
     names = ["flops"]
     if mode != "oracle" and not points["params"].isna().all():
         names += ["params", "tokens"]
+    names += [c for c in points.columns if c not in ("flops", "params", "tokens")]
     return {name: np.log(points[name].to_numpy(dtype=np.float64))[:, None] for name in names}
 
 
@@ -317,7 +323,7 @@ def _target_scalar(target: object) -> float:
 
 def prob_below(fit: "ScalingFit", target: float, flops: object = None, *, params: object = None,
                tokens: object = None, mode: str = "median", kind: str = "observed",
-               mcse: str = "ess") -> float | pd.DataFrame:
+               mcse: str = "ess", inputs: object = None) -> float | pd.DataFrame:
     """Probability that a training run reaches loss ≤ ``target``.
 
     Parameters
@@ -362,7 +368,7 @@ def prob_below(fit: "ScalingFit", target: float, flops: object = None, *, params
     _check_choice("kind", kind, KINDS)
     _check_choice("mcse", mcse, MCSE_METHODS)
     scalar = all(v is None or is_scalar(v) for v in (flops, params, tokens))
-    points = _points(fit, flops, params, tokens, mode)
+    points = _points(fit, flops, params, tokens, mode, inputs)
     warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
     log_target = math.log(target)
     from ._pointwise import Workspace, map_point_chunks, noise_cdf_rows  # numba: on first use
@@ -496,7 +502,7 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object = 0.8, *,
     table = pd.DataFrame({"target": targets, "prob": probs, "flops": flops,
                           "params": np.nan, "tokens": np.nan, "prob_limit": limit,
                           "reachable": reachable})
-    if finite.size and mode == "median" and "params" in fit.law.inputs:
+    if finite.size and mode == "median" and fit.law.splits_compute:
         plan = resolve_points(fit, flops=finite)
         table.loc[np.isfinite(flops), "params"] = plan["params"].to_numpy()
         table.loc[np.isfinite(flops), "tokens"] = plan["tokens"].to_numpy()

@@ -25,9 +25,12 @@ def real_point_fit(real_runs):
 
 def test_default_grid_is_the_published_one():
     grid = starting_grid("chinchilla")
+    names = POINT_LAWS["chinchilla"]
+    assert set(names) == {"e", "a", "b", "alpha", "beta"}
     assert grid.shape == (4500, 5)
-    assert set(np.unique(grid[:, 3])) == {0.0, 0.5, 1.0, 1.5, 2.0}
-    assert set(np.unique(grid[:, 0])) == {0.0, 5.0, 10.0, 15.0, 20.0, 25.0}
+    assert set(np.unique(grid[:, names.index("alpha")])) == {0.0, 0.5, 1.0, 1.5, 2.0}
+    assert set(np.unique(grid[:, names.index("a")])) == {0.0, 5.0, 10.0, 15.0, 20.0, 25.0}
+    assert set(np.unique(grid[:, names.index("e")])) == {-1.0, -0.5, 0.0, 0.5, 1.0}
     assert starting_grid("compute", "small").shape[1] == len(POINT_LAWS["compute"])
 
 

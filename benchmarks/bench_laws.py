@@ -1,0 +1,100 @@
+"""Cold and warm fit time of every registered law (the issue-13 targets: cold ≤ 8 s, warm ≤ 1.5 s).
+
+For each law in ``bs.available_laws()`` on its data (the bundled data set the law declares in
+``dataset``, else the Chinchilla runs for laws of N, D or C, else its contract-test simulation):
+
+- cold, cache empty: a new Python process with an empty kernel and numba cache folder,
+  timed from process start to the fit returned (import, code generation, compilation,
+  sampling) — the first fit after installing;
+- cold: the same in a new process with the caches filled by the previous run — every later
+  new process (a CLI call, a new notebook);
+- warm: a second fit in the same process on new data of the same size (a bootstrap resample).
+
+MCMC settings: 4 chains × 1000 draws after 1000 tuning steps (the defaults). The machine is
+shared, so the 1-minute load average is printed with every row.
+
+Usage: python benchmarks/bench_laws.py [--laws chinchilla compute] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "law_fit_speed.csv"
+
+CHILD = r"""
+import time, json, sys, warnings
+start = time.perf_counter()
+import numpy as np
+import bayescale as bs
+law = bs.get_law(sys.argv[1])
+if getattr(law, "dataset", None):
+    runs = bs.load_dataset(law.dataset)
+elif set(law.inputs) <= {"params", "tokens", "flops"}:
+    runs = bs.load_dataset("chinchilla")
+else:
+    sys.path.insert(0, sys.argv[2])
+    from test_law_contract import _simulated_runs
+    runs = _simulated_runs(law)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    fit = bs.ScalingModel(law).fit(runs, random_seed=0)
+cold = time.perf_counter() - start
+idx = np.random.default_rng(1).integers(0, len(runs), len(runs))
+again = bs.load_runs(runs.frame.iloc[idx].reset_index(drop=True),
+                     **{k: k for k in law.extra_inputs})
+t = time.perf_counter()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    bs.ScalingModel(law).fit(again, random_seed=1)
+warm = time.perf_counter() - t
+print(json.dumps({"cold": cold, "warm": warm, "runs": len(runs), "sampler_seconds": fit.settings["seconds"]}))
+"""
+
+
+def run_child(law: str, cache: str) -> dict:
+    env = {**os.environ, "BAYESCALE_CACHE_DIR": cache, "NUMBA_CACHE_DIR": os.path.join(cache, "numba")}
+    out = subprocess.run([sys.executable, "-c", CHILD, law, str(ROOT / "tests")], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    import bayescale as bs
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--laws", nargs="*", default=bs.available_laws())
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rows = []
+    for law in args.laws:
+        with tempfile.TemporaryDirectory() as cache:
+            load = os.getloadavg()[0]
+            empty = run_child(law, cache)
+            filled = [run_child(law, cache) for _ in range(args.repeat)]
+        row = {"law": law, "runs": empty["runs"],
+               "cold_empty_cache_s": round(empty["cold"], 2),
+               "cold_s": round(statistics.median(r["cold"] for r in filled), 2),
+               "warm_s": round(statistics.median(r["warm"] for r in filled), 2),
+               "repeats": args.repeat, "load_1min": round(load, 2),
+               "load_1min_end": round(os.getloadavg()[0], 2)}
+        rows.append(row)
+        print(row, flush=True)
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(RESULTS, index=False)
+
+
+if __name__ == "__main__":
+    main()
