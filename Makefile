@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	@echo "Using $(PYTHON) ($$($(PYTHON) --version))"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	$(VENV)/bin/python -m pip install --quiet -e ".[test,dask]"
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -13,6 +13,7 @@ a target within a budget, and the compute-optimal split of a budget between N an
 from __future__ import annotations
 
 from .backtest import Backtest, backtest, compare
+from .budget import Budget, Hardware
 from .data import Runs, load_runs
 from .datasets import load_dataset
 from .design import check_design
@@ -38,6 +39,7 @@ from .exceptions import (
 from ._version import __version__
 from .fit import Diagnostics, ScalingFit, load_fit
 from .laws import ChinchillaLaw, ComputeLaw, ScalingLaw, available_laws, get_law
+from .many import FitCollection, GroupFailure, GroupFailureWarning, fit_many, load_fits
 from .model import ScalingModel
 from .priors import Prior
 from .report import write_report
@@ -48,6 +50,7 @@ __all__ = [
     "ArgumentTypeError",
     "Backtest",
     "BayescaleError",
+    "Budget",
     "ChinchillaLaw",
     "ComputeLaw",
     "ConvergenceWarning",
@@ -55,6 +58,7 @@ __all__ = [
     "Diagnostics",
     "ExtrapolationWarning",
     "FitFileError",
+    "Hardware",
     "ModelMismatchError",
     "NonFiniteWarning",
     "NotFittedError",
@@ -80,4 +84,10 @@ __all__ = [
     "load_fit",
     "load_runs",
     "write_report",
+    # many fits at once (bayescale.many)
+    "FitCollection",
+    "GroupFailure",
+    "GroupFailureWarning",
+    "fit_many",
+    "load_fits",
 ]

@@ -269,12 +269,14 @@ class Backtest:
 
 
 def backtest(runs: Runs, law: "str | ScalingLaw" = "chinchilla", *,
-             cutoff_flops: float | None = None, holdout_frac: float | None = None,
+             cutoff_flops: float | Sequence[float] | None = None, holdout_frac: float | None = None,
              holdout: Sequence[bool] | np.ndarray | pd.Series | None = None,
              prob: float | Sequence[float] = DEFAULT_LEVELS, likelihood: str = "student_t",
              priors: "Mapping[str, Prior] | None" = None, draws: int = 1000, tune: int = 1000,
              chains: int = 4, random_seed: int | None = 0, progressbar: bool = False,
-             sampler: str = "nutpie", check: bool = True) -> Backtest:
+             sampler: str = "nutpie", check: bool = True, parallel: str | None = None,
+             client: Any = None,
+             _fit: "ScalingFit | None" = None) -> "Backtest | dict[float, Backtest]":
     """Fit a law on the smaller runs and score its forecasts of the larger ones.
 
     Each held-out run is forecast at its own inputs — its (N, D) for a law of N and D, its
@@ -300,12 +302,19 @@ def backtest(runs: Runs, law: "str | ScalingLaw" = "chinchilla", *,
     draws, tune, chains, random_seed, progressbar, sampler, check
         Passed to :meth:`bayescale.ScalingModel.fit`; ``random_seed`` also seeds the noise
         draws of the forecasts (default 0, so a backtest is reproducible).
+    parallel : {None, "processes", "dask"}
+        Where the fits run, as in :func:`bayescale.fit_many`: in this process (default), on
+        a local process pool, or on a Dask client (``client=``, else the current one). With
+        several ``cutoff_flops`` the splits are fitted side by side; the results do not
+        depend on where they ran.
 
     Returns
     -------
     Backtest
         ``.table`` per held-out run, ``.summary`` (RMSLE, bias, coverage and width per level,
         CRPS), ``.fit`` on the training runs.
+        With a sequence of ``cutoff_flops``: a dict {cutoff: Backtest}, each equal to
+        ``backtest(..., cutoff_flops=cutoff)`` with the same seed.
 
     Raises
     ------
@@ -321,6 +330,15 @@ def backtest(runs: Runs, law: "str | ScalingLaw" = "chinchilla", *,
     from .forecast import loss_draws
     from .model import ScalingModel
 
+    if cutoff_flops is not None and np.ndim(cutoff_flops) > 0:  # several splits, fitted together
+        if holdout_frac is not None or holdout is not None:
+            raise ValueError("several cutoff_flops make one backtest per cutoff; do not give "
+                             "holdout_frac= or holdout= with them")
+        return _backtest_cutoffs(runs, law, [float(c) for c in np.asarray(cutoff_flops, dtype=float)],
+                                 parallel=parallel, client=client, prob=prob,
+                                 likelihood=likelihood, priors=priors, draws=draws, tune=tune,
+                                 chains=chains, random_seed=random_seed,
+                                 progressbar=progressbar, sampler=sampler, check=check)
     levels = _check_levels(prob)
     mask = split_runs(runs, cutoff_flops=cutoff_flops, holdout_frac=holdout_frac, holdout=holdout)
     model = ScalingModel(law, priors=priors, likelihood=likelihood)
@@ -331,8 +349,21 @@ def backtest(runs: Runs, law: "str | ScalingLaw" = "chinchilla", *,
         raise RunDataError(f"the split leaves {len(train)} runs to fit the {model.law.name} law, "
                            f"which needs at least {needed}; raise cutoff_flops or lower "
                            "holdout_frac")
-    fit = model.fit(train, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
-                    progressbar=progressbar, sampler=sampler, check=check)
+    if _fit is not None:
+        fit = _fit
+    elif parallel is not None:
+        from .fit import ScalingFit
+        from .many import fit_runs
+
+        seed = random_seed if random_seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+        (fit,) = fit_runs([train], law, seeds=[seed], priors=priors, likelihood=likelihood,
+                          draws=draws, tune=tune, chains=chains, sampler=sampler, check=check,
+                          parallel=parallel, client=client)
+        if not isinstance(fit, ScalingFit):
+            raise fit.exception or RuntimeError(f"the backtest's fit failed: {fit}")
+    else:
+        fit = model.fit(train, draws=draws, tune=tune, chains=chains, random_seed=random_seed,
+                        progressbar=progressbar, sampler=sampler, check=check)
     points = test.frame[["flops", "params", "tokens"]]
     samples = loss_draws(fit, points, kind="observed", random_seed=fit.settings["random_seed"])
     table, score = score_draws(test.column("loss"), samples, prob=levels, points=points)
@@ -348,6 +379,41 @@ def backtest(runs: Runs, law: "str | ScalingLaw" = "chinchilla", *,
     table.attrs.update({"law": model.law.name, "kind": "observed"})
     return Backtest(fit=fit, table=table, summary=summary, train=train, test=test,
                     settings=settings)
+
+
+def _backtest_cutoffs(runs: Runs, law: "str | ScalingLaw", cutoffs: list[float], *,
+                      parallel: str | None, client: Any, random_seed: int | None,
+                      **options: Any) -> "dict[float, Backtest]":
+    """One backtest per cutoff; the fits run together through :func:`bayescale.many.fit_runs`."""
+    from .fit import ScalingFit
+    from .many import fit_runs
+    from .model import ScalingModel
+
+    if not cutoffs:
+        raise ValueError("cutoff_flops is an empty sequence; give one or more cutoffs in FLOPs")
+    model = ScalingModel(law, priors=options["priors"], likelihood=options["likelihood"])
+    model.law.check_runs(runs)
+    trains = []
+    for cutoff in cutoffs:
+        train = runs.subset(~split_runs(runs, cutoff_flops=cutoff))
+        if len(train) < model.law.n_parameters + 1:
+            raise RunDataError(f"cutoff_flops={cutoff:.3g} leaves {len(train)} runs to fit the "
+                               f"{model.law.name} law, which needs at least "
+                               f"{model.law.n_parameters + 1}; raise the cutoff")
+        trains.append(train)
+    seed = random_seed if random_seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    fits = fit_runs(trains, law, seeds=[seed] * len(trains), priors=options["priors"],
+                    likelihood=options["likelihood"], draws=options["draws"],
+                    tune=options["tune"], chains=options["chains"], sampler=options["sampler"],
+                    check=options["check"], parallel=parallel, client=client,
+                    progressbar=options["progressbar"] and parallel is not None)
+    results = {}
+    for cutoff, fit in zip(cutoffs, fits):
+        if not isinstance(fit, ScalingFit):
+            raise fit.exception or RuntimeError(f"the fit for cutoff_flops={cutoff:.3g} failed: {fit}")
+        results[cutoff] = backtest(runs, law, cutoff_flops=cutoff, random_seed=seed, _fit=fit,
+                                   **options)
+    return results
 
 
 # -- law comparison ------------------------------------------------------------------------

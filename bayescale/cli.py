@@ -36,10 +36,12 @@ def format_parameter_table(summary: pd.DataFrame) -> str:
     return pd.DataFrame(rows).to_string(index=False)
 
 
-def format_forecast_table(tables: Sequence[pd.DataFrame]) -> str:
-    """Forecast tables at several band levels (same points) merged into one text table."""
+def format_forecast_table(tables: Sequence[pd.DataFrame],
+                          lead: dict[str, list[str]] | None = None) -> str:
+    """Forecast tables at several band levels (same points) merged into one text table;
+    ``lead`` columns (e.g. the budget in dollars) go first."""
     first = tables[0]
-    out = pd.DataFrame({"FLOPs": first["flops"].map(_sci)})
+    out = pd.DataFrame({**(lead or {}), "FLOPs": first["flops"].map(_sci)})
     if first["params"].notna().all():
         out["N (params)"] = first["params"].map(_sci)
         out["D (tokens)"] = first["tokens"].map(_sci)
@@ -204,6 +206,123 @@ def _print_fit(fit) -> None:
     print(f"\nDiagnostics: {diagnostics.verdict()} (sampling took {fit.settings['seconds']:.1f} s)")
 
 
+# -- budgets in money and GPU-hours --------------------------------------------------------
+
+def _add_budget_arguments(parser: argparse.ArgumentParser, *, single: bool = False) -> None:
+    from .budget import known_accelerators
+
+    group = parser.add_argument_group(
+        "budgets in money or GPU-hours (FLOPs = GPU-hours x 3600 x peak x MFU)")
+    many = {} if single else {"nargs": "+"}
+    group.add_argument("--budget-usd", type=_positive_float, **many,
+                       help="budget(s) in dollars (with --gpu, --mfu, --usd-per-hour)")
+    group.add_argument("--budget-gpu-hours", type=_positive_float, **many,
+                       help="budget(s) in chip-hours (with --gpu, --mfu)")
+    group.add_argument("--gpu", metavar="NAME",
+                       help=f"accelerator: {', '.join(known_accelerators())} (dense BF16 peak)")
+    group.add_argument("--peak-flops", type=_positive_float,
+                       help="dense BF16 peak FLOP/s per chip, for a chip not in the list")
+    group.add_argument("--mfu", type=_positive_float, nargs="+", metavar="U",
+                       help="model FLOPs utilization: one value (0.4) or a range (0.35 0.45)")
+    group.add_argument("--usd-per-hour", type=_positive_float,
+                       help="dollars per chip-hour (for budgets and answers in dollars)")
+    group.add_argument("--chips", type=_positive_int,
+                       help="chips in the run (answers also in days on that many chips)")
+
+
+def _hardware_from_args(args: argparse.Namespace):
+    """The Hardware the flags describe, or None when none were given."""
+    from .budget import Hardware
+
+    given = [flag for flag, value in (("--gpu", args.gpu), ("--peak-flops", args.peak_flops),
+                                      ("--mfu", args.mfu), ("--usd-per-hour", args.usd_per_hour),
+                                      ("--chips", args.chips)) if value is not None]
+    money = args.budget_usd is not None or args.budget_gpu_hours is not None
+    if not given and not money:
+        return None
+    if args.gpu is None and args.peak_flops is None:
+        raise BayescaleError("budgets in money or GPU-hours need the chip: --gpu NAME (or "
+                             "--peak-flops for a chip not in the list) and --mfu")
+    if args.gpu is not None and args.peak_flops is not None:
+        raise BayescaleError("give --gpu or --peak-flops, not both")
+    if args.mfu is None:
+        raise BayescaleError("give --mfu, the model FLOPs utilization you expect (e.g. 0.4, "
+                             "or a range: --mfu 0.35 0.45)")
+    if len(args.mfu) > 2:
+        raise BayescaleError(f"--mfu takes one value or a range of two, got {len(args.mfu)}")
+    if args.budget_usd is not None and args.usd_per_hour is None:
+        raise BayescaleError("--budget-usd needs --usd-per-hour (dollars per chip-hour)")
+    for value in args.mfu:
+        if value > 1:
+            hint = " (40% MFU is --mfu 0.4)" if value <= 100 else ""
+            raise BayescaleError(f"--mfu is a fraction in (0, 1], got {value:g}{hint}")
+    mfu = args.mfu[0] if len(args.mfu) == 1 else tuple(args.mfu)
+    if args.gpu is not None:
+        from .budget import known_accelerators
+
+        try:
+            return Hardware.named(args.gpu, utilization=mfu, price_per_hour=args.usd_per_hour,
+                                  chips=args.chips)
+        except ValueError as exc:
+            if not str(exc).startswith("unknown accelerator"):
+                raise
+            raise BayescaleError(f"unknown --gpu {args.gpu!r}; known: "
+                                 f"{', '.join(known_accelerators())} (for another chip give "
+                                 "--peak-flops, its dense BF16 peak FLOP/s)") from None
+    return Hardware("custom chip", args.peak_flops, mfu, args.usd_per_hour, args.chips)
+
+
+def _budget_from_args(args: argparse.Namespace, hardware, flops_flag: str):
+    """A Budget from --budget-usd / --budget-gpu-hours, or None."""
+    from .budget import Budget
+
+    if args.budget_usd is not None and args.budget_gpu_hours is not None:
+        raise BayescaleError("give --budget-usd or --budget-gpu-hours, not both")
+    if args.budget_usd is None and args.budget_gpu_hours is None:
+        return None
+    if getattr(args, flops_flag.removeprefix("--").replace("-", "_")) is not None:
+        raise BayescaleError(f"give {flops_flag} (FLOPs) or a budget in money/GPU-hours, "
+                             "not both")
+    if args.budget_usd is not None:
+        return Budget.from_dollars(args.budget_usd, hardware)
+    return Budget.from_gpu_hours(args.budget_gpu_hours, hardware)
+
+
+def _cost_units(hardware) -> list[str]:
+    """Units the hardware can express, besides FLOPs."""
+    return (["gpu_hours"] + (["usd"] if hardware.price_per_hour is not None else [])
+            + (["days"] if hardware.chips is not None else []))
+
+
+_UNIT_LABELS = {"gpu_hours": "GPU-hours", "usd": "dollars", "days": "days"}
+
+
+def _unit_text(value: float, unit: str, hardware) -> str:
+    from .budget import fmt_days, fmt_hours, fmt_usd
+
+    if not np.isfinite(value):
+        return "unreachable" if value > 0 else "n/a"
+    if unit == "usd":
+        return fmt_usd(value)
+    if unit == "gpu_hours":
+        return fmt_hours(value).removesuffix(" GPU-hours")
+    if unit == "days":
+        return fmt_days(value).removesuffix(" days").removesuffix(" day")
+    return _sci(value)
+
+
+def _print_conversion(hardware, budget=None, note: str = "tables integrate over it") -> None:
+    print(f"\nHardware: {hardware.describe()}.")
+    if budget is not None and budget.unit != "flops":
+        low, high = budget.flops_range()
+        rows = [f"{_unit_text(a, budget.unit, hardware)} -> "
+                + (f"{_sci(lo)} to {_sci(hi)} FLOPs" if budget.uncertain else f"{_sci(lo)} FLOPs")
+                for a, lo, hi in zip(budget.amount, low, high)]
+        label = _UNIT_LABELS.get(budget.unit, budget.unit)
+        print(f"Budgets in {label}: " + "; ".join(rows)
+              + (f" (the range is the MFU's; {note})" if budget.uncertain else ""))
+
+
 # -- commands ------------------------------------------------------------------------------
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -217,6 +336,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
+    hardware = _hardware_from_args(args)
+    budget = _budget_from_args(args, hardware, "--flops")
+    if budget is not None:
+        if args.params is not None or args.tokens is not None:
+            raise BayescaleError("give a budget (--budget-usd/--budget-gpu-hours) or --params "
+                                 "with --tokens, not both")
+        args.flops = budget
     fit = _fit_or_load(args)
     if args.flops is None and args.params is None:
         raise BayescaleError("give --flops, or --params with --tokens")
@@ -227,10 +353,16 @@ def cmd_forecast(args: argparse.Namespace) -> int:
               else {"params": args.params, "tokens": args.tokens})
     tables = [fit.forecast(**kwargs, prob=p, kind=args.kind) for p in sorted(args.prob)]
     if args.json:
-        _print_json({"kind": args.kind, "prob": tables[-1].attrs["prob"], "forecast": tables[-1]})
+        _print_json({"kind": args.kind, "prob": tables[-1].attrs["prob"], "forecast": tables[-1],
+                     **({"hardware": hardware.describe()} if hardware else {})})
     else:
         print(f"\nForecast of {args.kind} loss")
-        print(format_forecast_table(tables))
+        lead = ({_UNIT_LABELS[budget.unit]: [_unit_text(v, budget.unit, hardware)
+                                             for v in budget.amount]}
+                if budget is not None else None)
+        print(format_forecast_table(tables, lead=lead))
+        if hardware is not None:
+            _print_conversion(hardware, budget)
     return 0
 
 
@@ -302,47 +434,62 @@ def _report_warnings(caught) -> None:
             print(f"bayescale: warning: {message}", file=sys.stderr)
 
 
-def format_risk_table(table: pd.DataFrame) -> str:
-    """risk_table() as text: one row per target, one column per budget."""
+def format_risk_table(table: pd.DataFrame, labels: Sequence[str] | None = None) -> str:
+    """risk_table() as text: one row per target, one column per budget (headed by
+    ``labels`` when given, e.g. budgets in dollars)."""
     out = pd.DataFrame({"target loss": [f"{t:g}" for t in table.index]})
-    for flops in table.columns:
-        out[_sci(flops)] = [f"{p:.3f}" for p in table[flops]]
+    for i, flops in enumerate(table.columns):
+        out[labels[i] if labels else _sci(flops)] = [f"{p:.3f}" for p in table[flops]]
     text = out.to_string(index=False)
     if table.attrs.get("params"):
         plan = ", ".join(f"{_sci(c)}: N={_sci(n)}, D={_sci(d)}" for c, n, d in
                          zip(table.columns, table.attrs["params"], table.attrs["tokens"]))
+        if labels:
+            plan = ", ".join(f"{label}: N={_sci(n)}, D={_sci(d)}" for label, n, d in
+                             zip(labels, table.attrs["params"], table.attrs["tokens"]))
         text += f"\n(allocation used, posterior-median compute-optimal: {plan})"
     return text
 
 
 def cmd_risk(args: argparse.Namespace) -> int:
+    hardware = _hardware_from_args(args)
+    money = _budget_from_args(args, hardware, "--budget")
     fit = _fit_or_load(args)
     targets = _unique_in_order(args.target)
     budgets, probs = _unique_in_order(args.budget) or [], sorted(set(args.prob))
+    if money is not None:
+        budgets = money
+    units = {} if hardware is None else {"units": ["flops", *_cost_units(hardware)],
+                                         "hardware": hardware}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        grid = fit.risk_table(targets, budgets, mode=args.mode, kind=args.kind) if budgets else None
-        per_target = ([fit.prob_below(t, flops=budgets, mode=args.mode, kind=args.kind)
-                       for t in targets] if budgets else [])
+        has_budgets = money is not None or len(budgets) > 0
+        grid = fit.risk_table(targets, budgets, mode=args.mode, kind=args.kind) if has_budgets else None
+        per_target = ([fit.prob_below(t, budgets, mode=args.mode, kind=args.kind)
+                       for t in targets] if has_budgets else [])
         reach = fit.compute_to_reach([t for t in targets for _ in probs], probs * len(targets),
-                                     mode=args.mode, kind=args.kind)
-        spread = fit.compute_distribution(targets, prob=args.band)
+                                     mode=args.mode, kind=args.kind, **units)
+        spread = fit.compute_distribution(targets, prob=args.band, **units)
     _report_warnings(caught)
     if args.json:
         risk_rows = [dict(row, target=t) for t, table in zip(targets, per_target)
                      for row in _json_records(table)]
         _print_json({"mode": args.mode, "kind": args.kind, "risk": risk_rows,
                      "compute_to_reach": reach, "compute_distribution": spread,
-                     "band": args.band})
+                     "band": args.band,
+                     **({"hardware": hardware.describe()} if hardware else {})})
         return 0
     where = ("compute law: the budget alone sets the loss" if not fit.law.splits_compute
              else "each posterior draw at its own optimum" if args.mode == "oracle"
              else "at the posterior-median compute-optimal allocation")
     noise = "run-to-run noise included" if args.kind == "observed" else "the law's mean loss"
     if grid is not None:
-        print(f"\nP(loss <= target) for one run at each budget in FLOPs ({where}; {noise}; "
+        unit = "FLOPs" if money is None else _UNIT_LABELS[money.unit]
+        print(f"\nP(loss <= target) for one run at each budget in {unit} ({where}; {noise}; "
               f"Monte-Carlo error <= {grid.attrs['mcse_max']:.1g})")
-        print(format_risk_table(grid))
+        labels = (None if money is None
+                  else [_unit_text(v, money.unit, hardware) for v in money.amount])
+        print(format_risk_table(grid, labels=labels))
     print(f"\nCompute to reach the target with each confidence (FLOPs; {where})")
     out = pd.DataFrame({"target loss": [f"{t:g}" for t in targets]})
     for p in probs:
@@ -358,7 +505,28 @@ def cmd_risk(args: argparse.Namespace) -> int:
         f"{level}% band": [f"[{_flops_text(lo)}, {_flops_text(hi)}]"
                            for lo, hi in zip(spread["flops_lower"], spread["flops_upper"])],
         "P(unreachable)": spread["p_unreachable"].map(lambda v: f"{v:.3f}")}).to_string(index=False))
+    if hardware is not None:
+        _print_reach_in_units(reach, spread, targets, probs, hardware, level)
+        _print_conversion(hardware, money)
     return 0
+
+
+def _print_reach_in_units(reach: pd.DataFrame, spread: pd.DataFrame, targets, probs,
+                          hardware, level: int) -> None:
+    for unit in _cost_units(hardware):
+        label = _UNIT_LABELS[unit] + (f" on {hardware.chips:,} chips" if unit == "days" else "")
+        print(f"\nBudget to reach the target with each confidence, in {label}"
+              + (" (MFU uncertainty included)" if hardware.uncertain else ""))
+        out = pd.DataFrame({"target loss": [f"{t:g}" for t in targets]})
+        for p in probs:
+            rows = reach[reach["prob"] == p].set_index("target")[unit]
+            out[f"{round(100 * p)}%"] = [_unit_text(rows[t], unit, hardware) for t in targets]
+        out[f"per-draw median ({level}% band)"] = [
+            f"{_unit_text(m, unit, hardware)} [{_unit_text(lo, unit, hardware)}, "
+            f"{_unit_text(hi, unit, hardware)}]"
+            for m, lo, hi in zip(spread[f"{unit}_median"], spread[f"{unit}_lower"],
+                                 spread[f"{unit}_upper"])]
+        print(out.to_string(index=False))
 
 
 def cmd_allocate(args: argparse.Namespace) -> int:
@@ -367,22 +535,33 @@ def cmd_allocate(args: argparse.Namespace) -> int:
                              "--inference-tokens (inference-aware allocation)")
     if (args.target is None) != (args.inference_tokens is None):
         raise BayescaleError("--target and --inference-tokens go together")
+    hardware = _hardware_from_args(args)
+    money = _budget_from_args(args, hardware, "--flops")
+    if money is not None:
+        args.flops = money
+    units = {} if hardware is None else {"units": ["flops", *_cost_units(hardware)],
+                                         "hardware": hardware}
     fit = _fit_or_load(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         table = fit.optimal_allocation(args.flops, prob=args.prob) if args.flops else None
-        aware = (fit.inference_optimal_allocation(args.target, args.inference_tokens, prob=args.prob)
+        aware = (fit.inference_optimal_allocation(args.target, args.inference_tokens,
+                                                  prob=args.prob, **units)
                  if args.target is not None else None)
     _report_warnings(caught)
     if args.json:
         _print_json({"prob": args.prob,
                      "allocation": table if table is not None else [],
-                     "inference_aware": aware if aware is not None else []})
+                     "inference_aware": aware if aware is not None else [],
+                     **({"hardware": hardware.describe()} if hardware else {})})
         return 0
     level = round(100 * args.prob)
     if table is not None:
         print(f"\nCompute-optimal allocation, C = 6·N·D (posterior median, {level}% band)")
         out = pd.DataFrame({"FLOPs": table["flops"].map(_sci)})
+        if money is not None:
+            out.insert(0, _UNIT_LABELS[money.unit],
+                       [_unit_text(v, money.unit, hardware) for v in money.amount])
         for name, label in (("params", "N (params)"), ("tokens", "D (tokens)"),
                             ("tokens_per_param", "tokens/param"), ("loss", "loss at optimum")):
             out[label] = table[f"{name}_median"].map(_sci)
@@ -411,6 +590,17 @@ def cmd_allocate(args: argparse.Namespace) -> int:
             print(f"  {'saving vs Chinchilla':<26}{100 * row['savings_median']:>9.1f}%  "
                   f"[{100 * row['savings_lower']:.1f}%, {100 * row['savings_upper']:.1f}%]")
             print(f"  P(loss <= target) for one run at the median N, D: {row['plan_prob']:.3f}")
+            for unit in _cost_units(hardware) if hardware is not None else []:
+                for name, label in (("train", "training"), ("total", "total")):
+                    stem = f"{name}_{unit}"
+                    print(f"  {label + ' ' + _UNIT_LABELS[unit]:<26}"
+                          f"{_unit_text(row[stem + '_median'], unit, hardware):>10}  "
+                          f"[{_unit_text(row[stem + '_lower'], unit, hardware)}, "
+                          f"{_unit_text(row[stem + '_upper'], unit, hardware)}]")
+    if hardware is not None:
+        _print_conversion(hardware, money, note="the split is planned at the median MFU")
+        if aware is not None:
+            print("(Serving costs use the same chip, MFU and price as training.)")
     return 0
 
 
@@ -422,6 +612,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     output = Path(args.output)
     kind = report_format(output)  # a bad suffix fails before the fit, not after
+    hardware = _hardware_from_args(args)
+    money = _budget_from_args(args, hardware, "--budget")
+    if money is None and hardware is not None and args.budget is not None:
+        from .budget import Budget
+
+        money = Budget.from_flops(args.budget, hardware)   # answers in the hardware's units
+    if money is not None:
+        args.budget = money
     _check_outputs(args, output)
     if kind == "markdown":
         _check_outputs(args, assets_dir(output), directory=True)
@@ -488,6 +686,108 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_many(args: argparse.Namespace) -> int:
+    """Fit the law to every group of a CSV; save one file per fit plus an index."""
+    from .many import fit_many
+
+    if args.scheduler and args.parallel != "dask":
+        raise BayescaleError("--scheduler is for --parallel dask")
+    output = Path(args.output) if args.output else None
+    if output is not None and output.exists() and not args.force and (
+            not output.is_dir() or any(output.iterdir())):
+        raise FileExistsError(f"{output} exists; pass --force to replace a saved collection")
+    client = cluster = None
+    if args.parallel == "dask":
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise BayescaleError("--parallel dask needs dask.distributed: "
+                                 "pip install 'bayescale[dask]'") from None
+        if args.scheduler:
+            client = Client(args.scheduler)
+        else:
+            cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster)
+    groups = " and ".join(args.by)
+    print(f"Fitting the {args.law} law to every {groups} of {args.runs} ({args.chains} chains x "
+          f"{args.draws} draws, seed {args.seed}, {args.parallel or 'serial'})...", file=sys.stderr)
+    try:
+        fits = fit_many(args.runs, by=args.by, law=args.law, params=args.params_col,
+                        tokens=args.tokens_col, flops=args.flops_col, loss=args.loss_col,
+                        likelihood=args.likelihood, draws=args.draws, tune=args.tune,
+                        chains=args.chains, random_seed=args.seed, sampler=args.sampler,
+                        parallel=args.parallel, client=client,
+                        max_workers=args.workers if args.parallel == "processes" else None,
+                        progressbar=not args.no_progress)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    if len(fits):
+        table = fits.summary().pivot_table(index=fits.by, columns="parameter", values="median",
+                                           sort=False)
+        print(f"\nPosterior medians by group ({len(fits)} fitted)")
+        print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    for key, failure in fits.failures.items():
+        print(f"failed: {key!r}: {failure}", file=sys.stderr)
+    if output is not None:
+        fits.save(output, overwrite=args.force)
+        print(f"\nSaved {len(fits)} fits and {len(fits.failures)} failures to {output}/ "
+              "(index.json lists them)")
+    return 1 if fits.failures else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    candidates = None
+    if args.candidates is not None:
+        candidates = pd.read_csv(args.candidates)
+    if args.plot is not None and Path(args.plot).exists() and not args.force:
+        raise FileExistsError(f"{args.plot} exists; pass --force to replace it")
+    fit = _fit_or_load(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = fit.plan_runs(target_flops=args.target_flops, candidates=candidates,
+                              budget=args.budget, objective=args.objective, k=args.k,
+                              target=args.target, n_outcomes=args.outcomes,
+                              random_seed=args.seed)
+    _report_warnings(caught)
+    attrs = table.attrs
+    if args.plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from .io import atomic_write
+        from .plotting import plot_plan
+
+        ax = plot_plan(table)
+        with atomic_write(Path(args.plot), overwrite=args.force) as tmp:
+            ax.figure.savefig(tmp, format="png", dpi=130)
+    if args.json:
+        print(json.dumps({"attrs": {k: v for k, v in attrs.items()},
+                          "candidates": _json_records(table)}))
+        return 0
+    from .report import plan_summary_lines
+
+    for line in plan_summary_lines(table):
+        print(line)
+    shown = table.head(args.top)
+    out = pd.DataFrame({
+        "N (params)": shown["params"].map(_sci), "D (tokens)": shown["tokens"].map(_sci),
+        "FLOPs": shown["flops"].map(_sci), "cost": shown["cost"].map(_sci),
+        f"reduction ({attrs['units']})": [f"{r:.3g} +- {m:.1g}" for r, m in
+                                          zip(shown["expected_reduction"], shown["mcse"])],
+        "share": shown["relative_reduction"].map(lambda v: f"{100 * v:.1f}%"),
+        "per cost": shown["per_cost"].map(_sci), "ESS": shown["ess"].map(lambda v: f"{v:.0f}"),
+        "pick": shown["pick"].map(lambda v: str(int(v)) if v else "")})
+    print(f"\nTop {len(shown)} of {len(table)} candidates by expected reduction per unit cost")
+    print(out.to_string(index=False))
+    if args.plot is not None:
+        print(f"Wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bayescale`` command."""
     parser = argparse.ArgumentParser(
@@ -512,6 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="band levels (default 0.5 0.9)")
     forecast.add_argument("--kind", choices=["observed", "mean"], default="observed")
     forecast.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_budget_arguments(forecast)
     forecast.set_defaults(handler=cmd_forecast)
 
     back = sub.add_parser("backtest", help="fit the smaller runs, score forecasts of the larger ones")
@@ -544,6 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "oracle: each draw at its own optimum")
     risk.add_argument("--kind", choices=["observed", "mean"], default="observed")
     risk.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    _add_budget_arguments(risk)
     risk.set_defaults(handler=cmd_risk)
 
     allocate = sub.add_parser("allocate", help="compute-optimal N and D with bands; "
@@ -557,6 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="tokens the model will serve over its life (with --target)")
     allocate.add_argument("--prob", type=_probability, default=0.9, help="band level (default 0.9)")
     allocate.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    _add_budget_arguments(allocate)
     allocate.set_defaults(handler=cmd_allocate)
 
     report = sub.add_parser("report", help="write an HTML (or Markdown) report for people who "
@@ -583,7 +886,48 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --backtest: hold out this share of the largest runs (default 0.2)")
     report.add_argument("--title", help="title of the report")
     report.add_argument("--force", action="store_true", help="replace an existing report")
+    _add_budget_arguments(report, single=True)
     report.set_defaults(handler=cmd_report)
+
+    many = sub.add_parser("fit-many", help="fit the law to every group of runs (one fit per "
+                                           "task, mix, ...); exit status 1 if a group failed")
+    _add_run_arguments(many)
+    _add_fit_arguments(many)
+    many.add_argument("--by", nargs="+", required=True, help="column(s) naming a group")
+    many.add_argument("-o", "--output", help="directory for the fits (one .nc per group "
+                                             "and index.json)")
+    many.add_argument("--parallel", choices=["processes", "dask"],
+                      help="run the fits on a local process pool or on Dask (default: serial)")
+    many.add_argument("--scheduler", metavar="ADDRESS",
+                      help="with --parallel dask: the scheduler, e.g. tcp://10.0.0.5:8786 "
+                           "(default: a local cluster)")
+    many.add_argument("--workers", type=_positive_int, default=None,
+                      help="processes of the local pool or cluster (default: the cores)")
+    many.add_argument("--force", action="store_true", help="replace a collection saved there")
+    many.set_defaults(handler=cmd_fit_many)
+
+    plan = sub.add_parser("plan", help="which pilot runs to train first: expected reduction of "
+                                       "the forecast's uncertainty per FLOP")
+    _add_run_arguments(plan)
+    _add_fit_arguments(plan)
+    plan.add_argument("--target-flops", type=_positive_float, required=True,
+                      help="budget in FLOPs of the big run the pilots should inform")
+    plan.add_argument("--budget", type=_positive_float,
+                      help="most a pilot may cost, and the total for --k pilots "
+                           "(default: target-flops / 100)")
+    plan.add_argument("--k", type=int, default=1, help="pilots to pick greedily (default 1)")
+    plan.add_argument("--objective", choices=["band", "prob", "split"], default="band",
+                      help="band: 90%% band of loss at the target; prob: uncertainty of "
+                           "P(loss <= --target); split: band of tokens per parameter")
+    plan.add_argument("--target", type=_positive_float, help="target loss (for --objective prob)")
+    plan.add_argument("--candidates", help="CSV of runnable pilots: params, tokens, optional cost")
+    plan.add_argument("--outcomes", type=int, default=100,
+                      help="simulated outcomes per candidate (default 100)")
+    plan.add_argument("--top", type=int, default=10, help="candidates to print (default 10)")
+    plan.add_argument("--plot", help="also write the plan figure to this PNG")
+    plan.add_argument("--force", action="store_true", help="replace an existing --plot file")
+    plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    plan.set_defaults(handler=cmd_plan)
 
     demo = sub.add_parser("demo", help="fit the bundled Chinchilla runs, print tables, save a PNG")
     _add_fit_arguments(demo)

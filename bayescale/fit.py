@@ -22,7 +22,10 @@ from .laws import ScalingLaw
 from .priors import Prior
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._protocols import ModelLike
+    from .budget import Hardware
 
 __all__ = ["ScalingFit", "Diagnostics", "load_fit", "RHAT_MAX", "ESS_MIN"]
 
@@ -291,9 +294,12 @@ class ScalingFit:
 
         Parameters
         ----------
-        flops : float or sequence of float, optional
+        flops : float, sequence of float or Budget, optional
             Training compute budgets in FLOPs. For a law of N and D each budget is trained at
-            the posterior-median compute-optimal split (C = 6·N·D).
+            the posterior-median compute-optimal split (C = 6·N·D). A
+            :class:`~bayescale.Budget` (dollars, GPU-hours, days) is converted on its
+            hardware; with uncertain utilization the bands are the mixture over it (see
+            :mod:`bayescale.budget`), and the budget's amounts lead the table.
         params, tokens : float or sequence of float, optional
             Explicit model sizes N (parameters) and training tokens D, instead of ``flops``.
         prob : float
@@ -320,6 +326,12 @@ class ScalingFit:
         ExtrapolationWarning
             When a budget lies more than two decades of compute past the largest run.
         """
+        if _is_budget(flops):
+            from . import budget
+
+            _no_plan_with_budget(params, tokens)
+            return budget.forecast(self, flops, prob=prob, kind=kind, random_seed=random_seed,
+                                   inputs=inputs)
         from .forecast import forecast_table
 
         return forecast_table(self, flops=flops, params=params, tokens=tokens, prob=prob,
@@ -333,29 +345,58 @@ class ScalingFit:
         The run trains at the posterior-median compute-optimal split (``mode="median"``, the
         allocation one would pick now) or, with ``mode="oracle"``, each draw at its own
         optimum. Exact given the draws. ``**inputs``: the law's declared extra inputs, as
-        in :meth:`forecast`. See :func:`bayescale.risk.prob_below`.
+        in :meth:`forecast`. See :func:`bayescale.risk.prob_below`. ``flops`` may be a
+        :class:`~bayescale.Budget`: with uncertain utilization the probability is
+        integrated over it (:func:`bayescale.budget.prob_below`).
         """
+        if _is_budget(flops):
+            from . import budget
+
+            _no_plan_with_budget(params, tokens)
+            return budget.prob_below(self, target, flops, mode=mode, kind=kind, mcse=mcse,
+                                     inputs=inputs)
         from .risk import prob_below
 
         return prob_below(self, target, flops, params=params, tokens=tokens, mode=mode,
                           kind=kind, mcse=mcse, inputs=inputs)
 
     def compute_to_reach(self, target: object, prob: object = 0.8, *, mode: str = "median",
-                         kind: str = "observed") -> float | pd.DataFrame:
+                         kind: str = "observed", units: str | Sequence[str] = "flops",
+                         hardware: Hardware | None = None) -> float | pd.DataFrame:
         """Smallest budget in FLOPs with P(loss ≤ target) ≥ prob; ``inf`` when out of reach.
 
-        See :func:`bayescale.risk.compute_to_reach`.
+        ``units`` (``"flops"``, ``"gpu_hours"``, ``"usd"``, ``"days"``, or several) reports
+        the budget on ``hardware`` as well; with uncertain utilization those columns are the
+        smallest budget whose utilization-integrated probability reaches ``prob``. The
+        conversion is stated in ``attrs["conversion"]``. A scalar target and prob with one
+        unit give a float in that unit. See :func:`bayescale.risk.compute_to_reach` and
+        :func:`bayescale.budget.compute_to_reach`.
         """
+        if units != "flops" or hardware is not None:
+            from . import budget
+
+            return budget.compute_to_reach(self, target, prob, mode=mode, kind=kind,
+                                           units=units, hardware=hardware)
         from .risk import compute_to_reach
 
         return compute_to_reach(self, target, prob, mode=mode, kind=kind)
 
-    def compute_distribution(self, target: object, prob: float = 0.9) -> pd.DataFrame:
+    def compute_distribution(self, target: object, prob: float = 0.9, *,
+                             units: str | Sequence[str] = "flops",
+                             hardware: Hardware | None = None) -> pd.DataFrame:
         """Posterior median and band of the compute (FLOPs) the law needs to reach each target,
         and the probability that it is unreachable (E ≥ target).
 
-        See :func:`bayescale.risk.compute_distribution`.
+        ``units`` with ``hardware`` adds ``<unit>_median``, ``<unit>_lower``,
+        ``<unit>_upper`` columns (utilization uncertainty included); see
+        :func:`bayescale.risk.compute_distribution` and
+        :func:`bayescale.budget.compute_distribution`.
         """
+        if units != "flops" or hardware is not None:
+            from . import budget
+
+            return budget.compute_distribution(self, target, prob, units=units,
+                                               hardware=hardware)
         from .risk import compute_distribution
 
         return compute_distribution(self, target, prob)
@@ -364,8 +405,13 @@ class ScalingFit:
                    kind: str = "observed") -> pd.DataFrame:
         """P(loss ≤ target) for every target (rows) and budget in FLOPs (columns).
 
-        See :func:`bayescale.risk.risk_table`.
+        ``budgets`` may be a :class:`~bayescale.Budget`; the columns are then its amounts.
+        See :func:`bayescale.risk.risk_table` and :func:`bayescale.budget.risk_table`.
         """
+        if _is_budget(budgets):
+            from . import budget
+
+            return budget.risk_table(self, targets, budgets, mode=mode, kind=kind)
         from .risk import risk_table
 
         return risk_table(self, targets, budgets, mode=mode, kind=kind)
@@ -373,19 +419,34 @@ class ScalingFit:
     def optimal_allocation(self, flops: object, prob: float = 0.9) -> pd.DataFrame:
         """Compute-optimal N, D, tokens per parameter and loss at each budget, with bands.
 
-        See :func:`bayescale.allocation.optimal_allocation`.
+        ``flops`` may be a :class:`~bayescale.Budget` (split planned at the median
+        utilization). See :func:`bayescale.allocation.optimal_allocation` and
+        :func:`bayescale.budget.optimal_allocation`.
         """
+        if _is_budget(flops):
+            from . import budget
+
+            return budget.optimal_allocation(self, flops, prob=prob)
         from .allocation import optimal_allocation
 
         return optimal_allocation(self, flops, prob)
 
     def inference_optimal_allocation(self, target: object, inference_tokens: object,
-                                     prob: float = 0.9) -> pd.DataFrame:
+                                     prob: float = 0.9, *, units: str | Sequence[str] = "flops",
+                                     hardware: Hardware | None = None) -> pd.DataFrame:
         """N and D reaching ``target`` at least training + inference cost (Sardana et al.
         2023), with bands and the savings over the Chinchilla-optimal model.
 
-        See :func:`bayescale.allocation.inference_optimal_allocation`.
+        ``units`` with ``hardware`` also gives the costs in GPU-hours, dollars or days
+        (``train_usd_median``, ...). See
+        :func:`bayescale.allocation.inference_optimal_allocation` and
+        :func:`bayescale.budget.inference_optimal_allocation`.
         """
+        if units != "flops" or hardware is not None:
+            from . import budget
+
+            return budget.inference_optimal_allocation(self, target, inference_tokens, prob,
+                                                       units=units, hardware=hardware)
         from .allocation import inference_optimal_allocation
 
         return inference_optimal_allocation(self, target, inference_tokens, prob)
@@ -448,6 +509,78 @@ class ScalingFit:
                            "inference_library": "bayescale"})
         return tree
 
+    def plan_runs(self, target_flops: float, candidates: pd.DataFrame | None = None,
+                  budget: float | None = None, objective: str = "band", k: int = 1, *,
+                  target: float | None = None, prob: float = 0.9, kind: str = "observed",
+                  greedy: str = "best", n_outcomes: int = 100, grid_size: int = 12,
+                  target_points: pd.DataFrame | None = None,
+                  random_seed: int | None = None) -> pd.DataFrame:
+        """Which pilot runs to train first: expected reduction of an uncertainty per FLOP.
+
+        Preposterior analysis on the draws (no new sampling): each candidate's loss is
+        simulated from the predictive, the draws are reweighted by its likelihood, and the
+        objective is averaged over the simulated outcomes. See :mod:`bayescale.plan`.
+
+        Parameters
+        ----------
+        target_flops : float
+            The budget (FLOPs) of the big run the pilots should inform.
+        candidates : pandas.DataFrame, optional
+            A pool of runnable experiments: ``params``, ``tokens`` (``flops`` for a compute
+            law) and an optional ``cost`` (default 6·N·D FLOPs). Default: a log grid of (N, D)
+            cheaper than ``budget`` within the runs' range (:func:`bayescale.plan.default_candidates`).
+        budget : float, optional
+            Most a pilot may cost and, with ``k`` > 1, the total for all picks (in the units
+            of ``cost``). Default for the grid: ``target_flops / 100``; no limit for a pool.
+            The greedy picks aim at the largest total expected reduction (see ``greedy``).
+        objective : {"band", "prob", "split"}
+            ``"band"``: width of the ``prob`` band of one run's loss at ``target_flops``;
+            ``"prob"``: posterior variance of P(loss ≤ ``target``) there; ``"split"``: width
+            of the ``prob`` band of the compute-optimal tokens per parameter.
+        k : int
+            Number of pilots to pick greedily, each given the ones before it.
+        target : float, optional
+            Target loss, required for ``objective="prob"``.
+        prob : float
+            Band level of the width objectives.
+        kind : {"observed", "mean"}
+            The band of ``objective="band"``: one run's measured loss (as ``forecast``) or
+            the law's expected loss.
+        greedy : {"best", "ratio", "gain"}
+            How each pick is chosen: by expected reduction per unit cost (``"ratio"``), by
+            expected reduction among the affordable (``"gain"``), or both, keeping the set with
+            the larger total (``"best"``, the usual rule for budgeted greedy selection).
+        n_outcomes : int
+            Simulated outcomes per candidate (the MCSE falls as 1/√n_outcomes).
+        grid_size : int
+            Points per axis of the default grid.
+        target_points : pandas.DataFrame, optional
+            A target region instead of one point: ``params`` and ``tokens`` of the runs the
+            forecast is for; the ``"band"`` objective is then the mean band width over them
+            (each costs one more pass over the candidates).
+        random_seed : int, optional
+            Seed of the simulated outcomes; defaults to the fit's seed.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per candidate, the picks first (in order), then the rest by
+            ``per_cost``: ``params``, ``tokens``,
+            ``flops``, ``cost``, ``expected_reduction`` (objective units, ``attrs["units"]``),
+            ``relative_reduction`` (share of today's value, ``attrs["current"]``),
+            ``per_flop``, ``per_cost``, ``mcse``, ``ess`` (median Kish effective sample size
+            of the reweighted draws), ``pick`` (1..k for the greedy picks, else 0), ``khat``
+            (the picks' median PSIS Pareto k; above 0.7 the reweighting is unreliable),
+            ``pick_reduction`` and ``pick_mcse`` (given the earlier picks) and
+            ``cumulative_reduction``.
+        """
+        from .plan import plan_runs
+
+        return plan_runs(self, target_flops, candidates=candidates, budget=budget,
+                         objective=objective, k=k, target=target, prob=prob, kind=kind,
+                         greedy=greedy, n_outcomes=n_outcomes, grid_size=grid_size,
+                         target_points=target_points, random_seed=random_seed)
+
     def save(self, path: str | PathLike[str], *, overwrite: bool = False) -> None:
         """Save the fit (posterior, runs, law, priors) to a netCDF file, atomically.
 
@@ -477,9 +610,11 @@ class ScalingFit:
 
         ``*.html``: one self-contained file (figures embedded, works offline); ``*.md``:
         Markdown with its figures in ``<stem>_files/``. Headline: P(loss ≤ ``target`` at
-        ``budget`` FLOPs) and the compute needed at 80% confidence. Never replaces an
-        existing report unless ``overwrite=True``. Other keywords (``budgets``, ``targets``,
-        ``prob``, ``backtest``, ``title``, ``dpi``) as in :func:`bayescale.report.write_report`.
+        ``budget`` FLOPs) and the compute needed at 80% confidence; a
+        :class:`~bayescale.Budget` as ``budget`` puts it in dollars, GPU-hours or days.
+        Never replaces an existing report unless ``overwrite=True``. Other keywords
+        (``budgets``, ``targets``, ``prob``, ``backtest``, ``title``, ``dpi``) as in
+        :func:`bayescale.report.write_report`.
 
         Returns
         -------
@@ -490,6 +625,22 @@ class ScalingFit:
 
         return write_report(self, path, target=target, budget=budget, overwrite=overwrite,
                             **kwargs)
+
+
+def _is_budget(value: object) -> bool:
+    """True for a :class:`bayescale.Budget` (imported only when a budget could be one)."""
+    if value is None or isinstance(value, (int, float, list, tuple, np.ndarray, np.number)):
+        return False
+    from .budget import is_budget
+
+    return is_budget(value)
+
+
+def _no_plan_with_budget(params: object, tokens: object) -> None:
+    if params is not None or tokens is not None:
+        raise ValueError("give a Budget alone (flops=budget): it sets the compute, and the run "
+                         "trains at the posterior-median optimal split; params= and tokens= "
+                         "describe a plan in FLOPs instead")
 
 
 def load_fit(path: str | PathLike[str]) -> ScalingFit:

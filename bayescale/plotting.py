@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
 __all__ = ["plot_fit", "plot_isoflop", "plot_allocation", "plot_risk", "plot_posterior",
-           "plot_backtest"]
+           "plot_backtest", "plot_plan"]
 
 BAND_COLOR = "#1f5fa8"
 ACCENT = "#c0392b"
@@ -651,3 +651,88 @@ def _band_columns(table: Any) -> dict[float, tuple[str, str]]:
     if not bands and {"loss_lower", "loss_upper"} <= set(table.columns):
         bands[float(getattr(table, "attrs", {}).get("prob", 0.9))] = ("loss_lower", "loss_upper")
     return bands
+
+
+def plot_plan(plan: Any, fit: "ScalingFit | None" = None, *, ax: "Axes | None" = None) -> "Axes":
+    """Expected reduction per unit cost of every candidate pilot, over the (N, D) plane.
+
+    Draws the table of :meth:`~bayescale.ScalingFit.plan_runs`: each candidate is a square
+    coloured by its expected reduction per unit cost (per FLOP unless the pool gave its own
+    cost); the greedy picks are circled and numbered, and with ``fit`` the runs already
+    trained are shown as dots. For a compute law (no N, D) it draws reduction per cost
+    against the pilot's FLOPs instead.
+
+    Parameters
+    ----------
+    plan : pandas.DataFrame
+        The result of ``fit.plan_runs(...)``.
+    fit : ScalingFit, optional
+        The fit the plan came from, to show its runs.
+    ax : matplotlib Axes, optional
+    """
+    import matplotlib.colors as mcolors
+
+    ax = _new_axes(ax)
+    attrs = plan.attrs
+    objective = {"band": f"{round(100 * attrs.get('prob', 0.9))}% band of loss",
+                 "prob": "variance of P(loss ≤ target)",
+                 "split": "tokens/param band"}.get(attrs.get("objective"), "objective")
+    value = plan["per_cost"].to_numpy(dtype=float)
+    picks = plan[plan["pick"] > 0].sort_values("pick")
+    unit = "FLOP" if np.allclose(plan["cost"], plan["flops"]) else "unit cost"
+    where = f"at {sci_label(attrs['target_flops'])} FLOPs" if "target_flops" in attrs else ""
+    title = f"Expected reduction of the {objective} {where} per {unit}"
+    if plan["params"].isna().all():
+        order = np.argsort(plan["flops"].to_numpy())
+        ax.plot(plan["flops"].to_numpy()[order], value[order], "o-", color=BAND_COLOR)
+        ax.plot(picks["flops"], picks["per_cost"], "o", ms=14, mfc="none", mec=ACCENT, mew=2)
+        for _, row in picks.iterrows():
+            ax.annotate(str(int(row["pick"])), (row["flops"], row["per_cost"]),
+                        textcoords="offset points", xytext=(9, 9), color=ACCENT)
+        ax.set_xscale("log")
+        _log_axis(ax.xaxis)
+        ax.set_xlabel("pilot compute C (FLOPs)")
+        ax.set_ylabel(f"expected reduction per {unit}")
+        ax.set_title(title, fontsize=10)
+        return ax
+    positive = value[value > 0]
+    norm = (mcolors.LogNorm(vmin=positive.min(), vmax=positive.max())
+            if positive.size and positive.max() > positive.min() else None)
+    shown = np.where(value > 0, value, positive.min() if positive.size else 1.0)
+    points = ax.scatter(plan["params"], plan["tokens"], c=shown, norm=norm, cmap="viridis",
+                        marker="s", s=70, edgecolors="none", zorder=2)
+    ax.figure.colorbar(points, ax=ax, label=f"expected reduction per {unit}")
+    nonpositive = value <= 0
+    if nonpositive.any():
+        ax.scatter(plan["params"][nonpositive], plan["tokens"][nonpositive], marker="x",
+                   color="0.4", s=25, zorder=3, label="no expected reduction")
+    if fit is not None and "params" in fit.law.inputs:
+        runs = fit.runs.frame
+        ax.scatter(runs["params"], runs["tokens"], s=8, color="0.15", zorder=3,
+                   label=f"trained runs ({len(runs)})")
+    ax.scatter(picks["params"], picks["tokens"], s=260, facecolors="none", edgecolors=ACCENT,
+               linewidths=2, zorder=4, label="greedy picks (in order)")
+    for _, row in picks.iterrows():
+        ax.annotate(str(int(row["pick"])), (row["params"], row["tokens"]),
+                    textcoords="offset points", xytext=(9, 7), color=ACCENT,
+                    fontweight="bold", zorder=5)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    n_lim, d_lim = ax.get_xlim(), ax.get_ylim()
+    c_budget = attrs.get("budget")
+    if c_budget and unit == "FLOP":
+        n_line = np.geomspace(*n_lim, 50)
+        ax.plot(n_line, c_budget / (6 * n_line), "--", color="0.5", lw=1,
+                label=f"budget {sci_label(c_budget)} FLOPs (6·N·D)")
+    ax.set_xlim(n_lim)
+    ax.set_ylim(d_lim)
+    _log_axes(ax)
+    _log_axis(ax.yaxis)
+    ax.set_xlabel("pilot model size N (parameters)")
+    ax.set_ylabel("pilot training tokens D")
+    if "target_params" in attrs and np.isfinite(attrs["target_params"]):
+        title += (f"\n(target run: N ≈ {sci_label(attrs['target_params'])}, "
+                  f"D ≈ {sci_label(attrs['target_tokens'])})")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    return ax

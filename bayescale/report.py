@@ -174,8 +174,13 @@ def headline(fit: "ScalingFit", target: float | None = None, budget: float | Non
 
     With a target and a budget: ``"P(loss ≤ 2.05 at 3e23 FLOPs) = 0.71; 80% confidence needs
     5.2e23 FLOPs."`` With a budget only: the forecast median and 90% band there. With a
-    target only: the compute needed at ``prob`` confidence.
+    target only: the compute needed at ``prob`` confidence. A :class:`~bayescale.Budget`
+    as ``budget`` puts the sentence in its units (:func:`_budget_headline`).
     """
+    from .budget import is_budget
+
+    if is_budget(budget):
+        return _budget_headline(fit, target, budget, prob)
     parts = []
     if target is not None and budget is not None:
         p = _fmt_prob(float(fit.prob_below(target, flops=budget)))
@@ -199,6 +204,64 @@ def headline(fit: "ScalingFit", target: float | None = None, budget: float | Non
                 "and a budget for the risk headline.")
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
+
+
+def _budget_headline(fit: "ScalingFit", target: float | None, budget: Any, prob: float) -> str:
+    """The headline in the budget's units: ``"P(loss ≤ 2.05 for $5M) = 0.83; 80% confidence
+    needs $3.1M, 41 days on 1,024 chips."`` and what the budget buys."""
+    from .budget import _fmt_flops, _fmt_unit, fmt_price
+
+    if len(budget) != 1:
+        raise ValueError(f"the report's budget is one amount, got {len(budget)}")
+    hw, unit = budget.hardware, budget.unit
+    given = _fmt_unit(float(budget.amount[0]), unit, hw)
+    parts = []
+    if target is not None:
+        p = _fmt_prob(float(fit.prob_below(target, budget)))
+        relation = "" if p[0] in "<>" else "= "
+        parts.append(f"P(loss ≤ {target:g} for {given}) {relation}{p}")
+        primary = (unit if unit != "flops" or hw is None
+                   else "usd" if hw.price_per_hour is not None else "gpu_hours")
+        units = [primary] + [extra for extra, known in
+                             (("usd", hw is not None and hw.price_per_hour),
+                              ("days", hw is not None and hw.chips))
+                             if known and extra != primary]
+        need = fit.compute_to_reach(target, prob, units=units, hardware=hw)
+        needed = (need if isinstance(need, pd.DataFrame)
+                  else pd.DataFrame({units[0]: [need]}))
+        level = f"{100 * prob:.0f}%"
+        if math.isfinite(float(needed[units[0]].iloc[0])):
+            amounts = ", ".join(_fmt_unit(float(needed[u].iloc[0]), u, hw) for u in units)
+            parts.append(f"{level} confidence needs {amounts}")
+        else:
+            parts.append(f"{level} confidence is out of reach at any compute "
+                         f"(too much posterior mass has the irreducible loss E above {target:g})")
+    else:
+        row = fit.forecast(budget, prob=0.9).iloc[0]
+        parts.append(f"Forecast loss for {given}: {row['loss_median']:.3f} "
+                     f"(90% band {row['loss_lower']:.3f} – {row['loss_upper']:.3f})")
+    text = "; ".join(parts)
+    text = text[0].upper() + text[1:] + "."
+    if hw is not None and unit != "flops":
+        low, high = budget.flops_range()
+        bought = (f"{_fmt_flops(low[0])}–{_fmt_flops(high[0])}" if budget.uncertain
+                  else _fmt_flops(float(low[0])))
+        price = f", {fmt_price(hw.price_per_hour)} per chip-hour" if hw.price_per_hour else ""
+        text += (f" ({given} buys {bought} FLOPs on {hw.name}"
+                 f" at {_fmt_mfu(hw)}{price}.)")
+    elif hw is not None:
+        price = f", {fmt_price(hw.price_per_hour)} per chip-hour" if hw.price_per_hour else ""
+        text += f" (Costs on {hw.name} at {_fmt_mfu(hw)}{price}.)"
+    return text
+
+
+def _fmt_mfu(hardware: Any) -> str:
+    if not hardware.uncertain:
+        return f"{100 * hardware.median_utilization:.3g}% MFU"
+    low, high = hardware.utilization_quantile(0.0), hardware.utilization_quantile(1.0)
+    if math.isfinite(low) and math.isfinite(high):
+        return f"{100 * low:.3g}–{100 * high:.3g}% MFU"
+    return f"median {100 * hardware.median_utilization:.3g}% MFU"
 
 
 # -- sections ------------------------------------------------------------------------------
@@ -458,6 +521,63 @@ def _backtest_section(b: _Builder, result: Any) -> None:
     b.figure(fig, "backtest", "Forecast against actual loss for every held-out run.")
 
 
+def plan_summary_lines(plan: pd.DataFrame) -> list[str]:
+    """Plain sentences about a plan from :meth:`~bayescale.ScalingFit.plan_runs`: today's
+    objective, the greedy picks and what they are expected to buy."""
+    a = plan.attrs
+    what = {"band": f"width of the {round(100 * a['prob'])}% band of one run's loss",
+            "prob": f"variance of P(loss ≤ {a.get('target')})",
+            "split": f"width of the {round(100 * a['prob'])}% band of tokens per parameter"}
+    where = f"at {fmt_flops(a['target_flops'])} FLOPs"
+    if a.get("target_points", 1) > 1:
+        where = f"averaged over {a['target_points']} target runs"
+    elif np.isfinite(a.get("target_params", math.nan)):
+        where += (f" (N ≈ {fmt_flops(a['target_params'])}, "
+                  f"D ≈ {fmt_flops(a['target_tokens'])})")
+    lines = [f"Objective: the {what[a['objective']]} {where}; today {a['current']:.4g} "
+             f"{a['units']}. Expected reductions from {a['n_outcomes']} simulated outcomes "
+             f"per pilot, reweighting {a['n_draws']} posterior draws."]
+    picks = plan[plan["pick"] > 0].sort_values("pick")
+    for _, r in picks.iterrows():
+        size = (f"N = {fmt_flops(r['params'])}, D = {fmt_flops(r['tokens'])}"
+                if np.isfinite(r["params"]) else f"C = {fmt_flops(r['flops'])} FLOPs")
+        lines.append(f"Pick {int(r['pick'])}: {size} (cost {fmt_flops(r['cost'])}): expected "
+                     f"reduction {r['pick_reduction']:.3g} ± {r['pick_mcse']:.1g} {a['units']}"
+                     f" given the picks before it; {100 * r['cumulative_reduction'] / a['current']:.1f}% "
+                     f"of today's value in total (ESS {r['ess']:.0f}).")
+    return lines
+
+
+def _plan_section(b: _Builder, plan: pd.DataFrame, fit: "ScalingFit") -> None:
+    """Which pilot runs to train next (the table of :meth:`ScalingFit.plan_runs`)."""
+    from .plotting import plot_plan
+
+    b.heading("Plan the next runs")
+    b.paragraph("Before paying for the big run, which smaller runs would pin its forecast down "
+                "most per unit of compute? For each candidate pilot the posterior simulates "
+                "what it would measure, reweights the posterior draws by that measurement "
+                "and recomputes the uncertainty; the average over simulated outcomes is the "
+                "expected reduction (± its Monte-Carlo error). Train a pick, refit, and plan "
+                "again: the real outcome replaces the simulated ones.")
+    b.bullets(plan_summary_lines(plan))
+    units = plan.attrs["units"]
+    top = plan.head(10)
+    b.table(pd.DataFrame({
+        "N (params)": top["params"].map(fmt_flops), "D (tokens)": top["tokens"].map(fmt_flops),
+        "cost": top["cost"].map(fmt_flops),
+        f"expected reduction ({units})": [f"{r:.3g} ± {m:.1g}" for r, m in
+                                          zip(top["expected_reduction"], top["mcse"])],
+        "share of today": top["relative_reduction"].map(lambda v: f"{100 * v:.1f}%"),
+        "per unit cost": top["per_cost"].map(lambda v: f"{v:.3g}"),
+        "ESS": top["ess"].map(lambda v: f"{v:.0f}"),
+        "pick": top["pick"].map(lambda v: str(int(v)) if v else "")}),
+        f"The {len(top)} best of {len(plan)} candidate pilots by expected reduction per unit cost")
+    fig = _figure()
+    plot_plan(plan, fit, ax=fig.add_subplot())
+    b.figure(fig, "plan", "Expected reduction per unit cost over the (N, D) plane; the greedy "
+                          "picks circled and numbered, trained runs as dots.")
+
+
 def _caveats(fit: "ScalingFit", budgets: list[float], caught: list[warnings.WarningMessage],
              backtest: Any = None) -> list[str]:
     frame = fit.runs.frame
@@ -526,7 +646,7 @@ def _relevant(w: warnings.WarningMessage) -> bool:
 def build_report(fit: "ScalingFit", *, target: float | None = None, budget: float | None = None,
                  budgets: Sequence[float] | None = None, targets: Sequence[float] | None = None,
                  prob: float = 0.8, backtest: Any = None, title: str | None = None,
-                 dpi: int = _DPI) -> Report:
+                 dpi: int = _DPI, plan: pd.DataFrame | None = None) -> Report:
     """Compute everything a report shows and return it as a :class:`Report` (nothing written).
 
     See :func:`write_report` for the parameters.
@@ -534,7 +654,10 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
     from ._validate import integer, positives, probability
 
     target = _positive_or_none("target", target)
-    budget = _positive_or_none("budget", budget)
+    from .budget import is_budget
+
+    money = budget if is_budget(budget) else None   # the headline speaks in its units
+    budget = _positive_or_none("budget", float(money.to("flops")[0]) if money is not None else budget)
     prob = probability("prob", prob)
     dpi = integer("dpi", dpi, 10, 1200)
     if title is not None and not isinstance(title, str):
@@ -552,7 +675,8 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit.warn_if_unreliable()
-        line = headline(fit, target=target, budget=budget, prob=prob)
+        line = headline(fit, target=target, budget=money if money is not None else budget,
+                        prob=prob)
         _data_section(b, fit)
         _model_section(b, fit)
         _diagnostics_section(b, fit)
@@ -565,6 +689,8 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
         _posterior_section(b, fit)
         if backtest is not None:
             _backtest_section(b, backtest)
+        if plan is not None:
+            _plan_section(b, plan, fit)
     caveats = _caveats(fit, budget_list, [w for w in caught if _relevant(w)], backtest)
     b.heading("Caveats")
     b.bullets(caveats)
@@ -673,7 +799,9 @@ def render_markdown(report: Report, assets: str, generated: str = "") -> str:
     parts = [f"# {report.title}"]
     if generated:
         parts.append(f"*{generated}*")
-    parts.append(f"> **{report.headline}**")
+    # "$" escaped: renderers with TeX math would read "$5M ... $3.1M" as a formula.
+    headline_text = report.headline.replace("$", "\\$")
+    parts.append(f"> **{headline_text}**")
     for block in report.blocks:
         if block.kind == "heading":
             parts.append("#" * block.level + " " + block.text)
@@ -735,7 +863,7 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
                  budget: float | None = None, budgets: Sequence[float] | None = None,
                  targets: Sequence[float] | None = None, prob: float = 0.8,
                  backtest: Any = None, overwrite: bool = False, title: str | None = None,
-                 dpi: int = _DPI) -> Path:
+                 dpi: int = _DPI, plan: pd.DataFrame | None = None) -> Path:
     """Write a report of a fit: self-contained HTML, or Markdown with a folder of PNGs.
 
     Contents: the headline sentence; data summary; law, priors and likelihood; diagnostics
@@ -753,8 +881,10 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
         ``*.md`` for Markdown with its figures in ``<stem>_files/`` beside it.
     target : float, optional
         Target loss (nats/token) for the risk headline and tables.
-    budget : float, optional
-        The compute budget (FLOPs) being decided on.
+    budget : float or Budget, optional
+        The compute budget (FLOPs) being decided on; a :class:`~bayescale.Budget` of one
+        amount (dollars, GPU-hours, days) makes the headline speak in its units, and the
+        tables use the compute it buys at the median utilization.
     budgets : sequence of float, optional
         Budgets for the tables (default: the decades from the largest run's to two decades
         past it, plus ``budget``).
@@ -764,6 +894,9 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
         Confidence level of the headline's compute-to-reach (default 0.8).
     backtest : Backtest, optional
         A result of :func:`bayescale.backtest` to summarise.
+    plan : pandas.DataFrame, optional
+        A result of :meth:`~bayescale.ScalingFit.plan_runs`: adds the section "Plan the
+        next runs" (picks, the best candidates, the figure of :func:`~bayescale.plotting.plot_plan`).
     overwrite : bool
         Replace an existing report (and, for Markdown, its figure folder).
     title : str, optional
@@ -791,7 +924,7 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
     if kind == "markdown":
         output_path(assets, overwrite=overwrite, name="figure folder", directory=True)
     report = build_report(fit, target=target, budget=budget, budgets=budgets, targets=targets,
-                          prob=prob, backtest=backtest, title=title, dpi=dpi)
+                          prob=prob, backtest=backtest, title=title, dpi=dpi, plan=plan)
     from ._version import __version__
     from .io import atomic_write
 
