@@ -18,15 +18,22 @@ from .data import Runs, load_runs
 from .datasets import load_dataset
 from .design import check_design
 from .exceptions import (
+    ArgumentError,
+    ArgumentTypeError,
     BayescaleError,
     ConvergenceWarning,
     DesignWarning,
     ExtrapolationWarning,
     FitFileError,
     ModelMismatchError,
+    NonFiniteWarning,
     NotFittedError,
+    OutputExistsError,
+    OutputFolderMissingError,
+    OutputPathError,
     PriorError,
     RunDataError,
+    SamplingError,
     UnreachableTargetWarning,
 )
 from ._version import __version__
@@ -39,6 +46,8 @@ from .report import write_report
 
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "Backtest",
     "BayescaleError",
     "Budget",
@@ -51,10 +60,15 @@ __all__ = [
     "FitFileError",
     "Hardware",
     "ModelMismatchError",
+    "NonFiniteWarning",
     "NotFittedError",
+    "OutputExistsError",
+    "OutputFolderMissingError",
+    "OutputPathError",
     "Prior",
     "PriorError",
     "RunDataError",
+    "SamplingError",
     "Runs",
     "ScalingFit",
     "ScalingLaw",

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ._validate import nonnegative, nonnegatives, positive, positives, probability
 from .discrepancy import discrepancy_shift
-from .exceptions import ExtrapolationWarning, ModelMismatchError
-from .forecast import _positive_array
-from .risk import _check_prob, prob_below
+from .exceptions import ArgumentError, ExtrapolationWarning, ModelMismatchError
+from .risk import prob_below
 
 if TYPE_CHECKING:
     from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
@@ -37,9 +37,7 @@ _SEARCH_WIDTH = 200.0
 
 
 def _band(prob: float) -> tuple[float, float]:
-    prob = float(_check_prob("prob", prob)[0]) if np.ndim(prob) == 0 else math.nan
-    if not math.isfinite(prob):
-        raise ValueError("prob must be one band level, e.g. 0.9")
+    prob = probability("prob", prob)
     tail = (1.0 - prob) / 2.0
     return tail, 1.0 - tail
 
@@ -66,7 +64,7 @@ def optimal_allocation_draws(fit: "ScalingFit", flops: object) -> dict[str, np.n
     ModelMismatchError
         For a law without N and D (the compute law has no split to optimise).
     """
-    c = _positive_array("flops", flops)
+    c = positives("flops", flops)
     log_c = np.log(c)[None, :]
     theta = fit.theta(expand=True)
     log_n = fit.law.optimal_log_params(theta, fit.reference, log_c)
@@ -111,19 +109,23 @@ def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9) -> p
         of the runs: the split then rests on the fitted exponents holding beyond the data.
     """
     quantiles = _band(prob)
-    c = _positive_array("flops", flops)
+    c = positives("flops", flops)
     summary = _optimal_summary(fit, c, np.array([quantiles[0], 0.5, quantiles[1]]))
     table = pd.DataFrame({"flops": c})
     # D = C/(6·N) and D/N = C/(6·N²) fall as N rises, so their quantiles are those of N read
     # backwards: each band end is then a consistent split with 6·N·D = C (and half the sorting).
     n_lower, n_median, n_upper = summary[:, 0], summary[:, 1], summary[:, 2]
+    # (c / 6v) / v, not c / (6v²): v² overflows past ~1e154 parameters.
     for name, transform in (("params", lambda v: v), ("tokens", lambda v: c / (6.0 * v)),
-                            ("tokens_per_param", lambda v: c / (6.0 * v * v))):
+                            ("tokens_per_param", lambda v: c / (6.0 * v) / v)):
         flip = name != "params"
         table[f"{name}_median"] = transform(n_median)
         table[f"{name}_lower"] = transform(n_upper if flip else n_lower)
         table[f"{name}_upper"] = transform(n_lower if flip else n_upper)
-    table["loss_median"], table["loss_lower"], table["loss_upper"] = summary[:, 4], summary[:, 3], summary[:, 5]
+    from .forecast import overflow_to_inf
+
+    loss = overflow_to_inf(summary[:, 3:6], "the loss at the optimum", stacklevel=4)
+    table["loss_median"], table["loss_lower"], table["loss_upper"] = loss[:, 1], loss[:, 0], loss[:, 2]
     _warn_outside_runs(fit, table["params_median"].to_numpy(), table["tokens_median"].to_numpy())
     table.attrs.update({"prob": float(prob), "law": fit.law.name})
     return table
@@ -210,10 +212,8 @@ def inference_optimal_draws(fit: "ScalingFit", target: float,
         ``total_flops`` and the same with prefix ``chinchilla_``, ``savings`` (1 − total /
         chinchilla total), ``reachable`` (E < target). NaN where unreachable.
     """
-    target = float(_positive_array("target", target)[0])
-    t_inf = float(np.asarray(inference_tokens, dtype=np.float64))
-    if not math.isfinite(t_inf) or t_inf < 0:
-        raise ValueError(f"inference_tokens must be a finite number ≥ 0, got {inference_tokens!r}")
+    target = positive("target", target)
+    t_inf = nonnegative("inference_tokens", inference_tokens)
     p = _chinchilla_draws(fit)
     alpha, beta = p["alpha"], p["beta"]
     reachable = p["E"] < target
@@ -245,17 +245,27 @@ def inference_optimal_draws(fit: "ScalingFit", target: float,
     else:
         y = y0
 
+    log_t = math.log(t_inf) if t_inf > 0 else -math.inf
+
     def costs(y: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
         log_n = log_n_of(np.log1p(-np.exp(y)))
-        n, d = np.exp(log_n), np.exp(log_d_of(y))
-        train, infer = 6.0 * n * d, 2.0 * n * t_inf
-        return {f"{prefix}params": n, f"{prefix}tokens": d, f"{prefix}train_flops": train,
-                f"{prefix}inference_flops": infer, f"{prefix}total_flops": train + infer}
+        log_d = log_d_of(y)
+        # In logs: 2·N·T passes 1e308 for T near 1e300 while the saving stays well defined.
+        log_train, log_infer = _LOG6 + log_n + log_d, math.log(2.0) + log_n + log_t
+        with np.errstate(over="ignore", invalid="ignore"):  # NaN marks unreachable draws
+            return {f"{prefix}params": np.exp(log_n), f"{prefix}tokens": np.exp(log_d),
+                    f"{prefix}train_flops": np.exp(log_train),
+                    f"{prefix}inference_flops": np.exp(log_infer),
+                    f"{prefix}total_flops": np.exp(np.logaddexp(log_train, log_infer)),
+                    f"{prefix}log_total": np.logaddexp(log_train, log_infer)}
 
     out = {**costs(y, ""), **costs(y0, "chinchilla_")}
+    log_total, log_chinchilla = out.pop("log_total"), out.pop("chinchilla_log_total")
     # Both minimise over the same constraint set; rounding must not make savings negative.
-    out["total_flops"] = np.minimum(out["total_flops"], out["chinchilla_total_flops"])
-    out["savings"] = 1.0 - out["total_flops"] / out["chinchilla_total_flops"]
+    with np.errstate(invalid="ignore"):
+        log_total = np.minimum(log_total, log_chinchilla)
+        out["total_flops"] = np.minimum(out["total_flops"], out["chinchilla_total_flops"])
+        out["savings"] = -np.expm1(log_total - log_chinchilla)
     out["reachable"] = reachable
     return out
 
@@ -298,12 +308,12 @@ def inference_optimal_allocation(fit: "ScalingFit", target: object, inference_to
         When the median N or D lies outside the runs' range.
     """
     quantiles = _band(prob)
-    targets = _positive_array("target", target)
-    t_inf = np.atleast_1d(np.asarray(inference_tokens, dtype=np.float64))
+    targets = positives("target", target)
+    t_inf = nonnegatives("inference_tokens", inference_tokens)
     try:
         targets, t_inf = np.broadcast_arrays(targets, t_inf)
     except ValueError:
-        raise ValueError(f"target has {targets.size} values and inference_tokens {t_inf.size}: "
+        raise ArgumentError(f"target has {targets.size} values and inference_tokens {t_inf.size}: "
                          "give equally many (or one of either)") from None
     names = ("params", "tokens", "tokens_per_param", "train_flops", "inference_flops",
              "total_flops", "chinchilla_params", "chinchilla_tokens", "chinchilla_total_flops",
@@ -320,8 +330,10 @@ def inference_optimal_allocation(fit: "ScalingFit", target: object, inference_to
             for column, value in _summary_columns(name, values[:, None], quantiles).items():
                 row[column] = float(value[0])
         rows.append(row)
-    table = pd.DataFrame(rows)
-    plan = table[["params_median", "tokens_median"]].to_numpy()
+    columns = ["target", "inference_tokens", "p_unreachable"] + [
+        f"{name}_{end}" for name in names for end in ("median", "lower", "upper")]
+    table = pd.DataFrame(rows, columns=columns)   # no targets: an empty table, not a KeyError
+    plan = table[["params_median", "tokens_median"]].to_numpy(dtype=np.float64)
     finite = np.isfinite(plan).all(axis=1)
     table["plan_prob"] = np.nan
     with warnings.catch_warnings():

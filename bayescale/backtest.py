@@ -32,6 +32,7 @@ import pandas as pd
 
 from .data import Runs
 from .exceptions import ModelMismatchError, RunDataError
+from .likelihood import log_likelihood
 
 if TYPE_CHECKING:
     from .fit import ScalingFit
@@ -201,7 +202,9 @@ def split_runs(runs: Runs, *, cutoff_flops: float | None = None,
         raise ValueError(f"give one of cutoff_flops=, holdout_frac= or holdout=, not {' and '.join(given)}")
     flops = runs.column("flops")
     if cutoff_flops is not None:
-        cutoff = float(cutoff_flops)
+        from ._validate import real
+
+        cutoff = real("cutoff_flops", cutoff_flops)
         if not (math.isfinite(cutoff) and cutoff > 0):
             raise ValueError(f"cutoff_flops must be a finite positive number of FLOPs, got {cutoff_flops!r}")
         mask = flops > cutoff
@@ -217,7 +220,9 @@ def split_runs(runs: Runs, *, cutoff_flops: float | None = None,
         if not mask.any():
             raise RunDataError("holdout marks no run: nothing to forecast")
         return mask.copy()
-    frac = 0.2 if holdout_frac is None else float(holdout_frac)
+    from ._validate import real
+
+    frac = 0.2 if holdout_frac is None else real("holdout_frac", holdout_frac)
     if not 0.0 < frac < 1.0:
         raise ValueError(f"holdout_frac must be in (0, 1), got {holdout_frac!r}")
     from .discrepancy import top_compute_mask
@@ -414,28 +419,6 @@ def _backtest_cutoffs(runs: Runs, law: "str | ScalingLaw", cutoffs: list[float],
 
 # -- law comparison ------------------------------------------------------------------------
 
-def log_likelihood(fit: "ScalingFit") -> np.ndarray:
-    """Pointwise log-likelihood of each fitted run under each draw, shape (chain, draw, runs).
-
-    The likelihood is on log loss (as in the model), so values are log densities of log L.
-    On the loss scale each run's value would shift by −log L, the same for every law fitted
-    to the same runs, so comparisons between laws are unchanged.
-    """
-    from scipy import stats
-
-    theta = fit.theta(expand=True)
-    frame = fit.runs.frame
-    log_x = {name: np.log(frame[name].to_numpy(dtype=np.float64))[None, :] for name in fit.law.inputs}
-    mu = fit.law.log_loss(theta, log_x, fit.reference, np)
-    observed = np.log(frame["loss"].to_numpy(dtype=np.float64))[None, :]
-    if fit.likelihood == "student_t":
-        values = stats.t.logpdf(observed, df=theta["nu"], loc=mu, scale=theta["sigma"])
-    else:
-        values = stats.norm.logpdf(observed, loc=mu, scale=theta["sigma"])
-    shape = (fit.posterior.sizes["chain"], fit.posterior.sizes["draw"], len(frame))
-    return values.reshape(shape)
-
-
 def _loo_tree(fit: "ScalingFit"):
     import arviz as az
 
@@ -481,6 +464,11 @@ def compare(fits: "Mapping[str, ScalingFit | Backtest] | Sequence[ScalingFit | B
     """
     import arviz as az
 
+    if isinstance(fits, (str, bytes)) or not isinstance(fits, (Mapping, Sequence)):
+        from .exceptions import ArgumentTypeError
+
+        raise ArgumentTypeError(f"fits = {fits!r} is a {type(fits).__name__}: expected a dict "
+                                "{name: fit} or a list of ScalingFit or Backtest results")
     if isinstance(fits, Mapping):
         items = [(str(k), v) for k, v in fits.items()]
     else:

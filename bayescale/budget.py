@@ -682,14 +682,14 @@ def risk_table(fit: "ScalingFit", targets: object, budget: Budget, *, mode: str 
     if not budget.uncertain:
         table = fit.risk_table(targets, budget.to("flops"), mode=mode, kind=kind)
     else:
-        from .forecast import _positive_array
+        from ._validate import positives
 
         values, mcse_max, nominal = [], 0.0, None
-        for target in _positive_array("targets", targets):
+        for target in positives("targets", targets):
             prob, error, nominal = _mixture_prob(fit, float(target), budget, mode, kind, "ess")
             values.append(prob)
             mcse_max = max(mcse_max, float(np.max(error)))
-        table = pd.DataFrame(values, index=pd.Index(_positive_array("targets", targets),
+        table = pd.DataFrame(values, index=pd.Index(positives("targets", targets),
                                                     name="target"),
                              columns=pd.Index(budget.to("flops"), name="flops"))
         allocated = nominal["params"].notna().all()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._validate import SEED_MAX, finite_or_none, output_path
 from .exceptions import BayescaleError
 
 DEMO_BUDGETS = (1e22, 1e23, 1e24, 1e25)
@@ -30,7 +31,8 @@ def format_parameter_table(summary: pd.DataFrame) -> str:
     for name, row in summary.iterrows():
         rows.append({"parameter": name, "median": _sci(row["median"]),
                      f"{level}% interval": f"[{_sci(row['hdi_lower'])}, {_sci(row['hdi_upper'])}]",
-                     "R-hat": f"{row['r_hat']:.3f}", "ESS bulk": f"{row['ess_bulk']:.0f}"})
+                     "R-hat": f"{row['r_hat']:.3f}" if np.isfinite(row["r_hat"]) else "n/a",
+                     "ESS bulk": f"{row['ess_bulk']:.0f}" if np.isfinite(row["ess_bulk"]) else "n/a"})
     return pd.DataFrame(rows).to_string(index=False)
 
 
@@ -82,7 +84,8 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--draws", type=_positive_int, default=1000, help="draws per chain")
     group.add_argument("--tune", type=_positive_int, default=1000, help="tuning steps per chain")
     group.add_argument("--chains", type=_positive_int, default=4)
-    group.add_argument("--seed", type=int, default=0, help="random seed (default 0: reproducible)")
+    group.add_argument("--seed", type=_seed, default=0,
+                       help=f"random seed, 0 to {SEED_MAX} (default 0: reproducible)")
     group.add_argument("--sampler", default="nutpie", choices=["nutpie", "pymc"])
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -105,6 +108,59 @@ def _positive_float(text: str) -> float:
     if not np.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
     return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {SEED_MAX}, got {value}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1e13, got {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _unique_in_order(values: Sequence[float] | None) -> list[float] | None:
+    """The values without repeats (a target given twice is asked once)."""
+    return None if values is None else list(dict.fromkeys(values))
+
+
+def _json_ready(value):
+    """Nested dicts/lists/tables with NaN and inf as null and numpy scalars as Python ones."""
+    if isinstance(value, pd.DataFrame):
+        return [_json_ready(row) for row in value.to_dict(orient="records")]
+    if isinstance(value, pd.Series):
+        return _json_ready(value.to_dict())
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_json_ready(v) for v in value.tolist()]
+    return finite_or_none(value)
+
+
+def _print_json(payload) -> None:
+    """Print strictly valid JSON (no NaN/Infinity tokens): null where a value is not defined."""
+    print(json.dumps(_json_ready(payload), allow_nan=False))
+
+
+def _check_outputs(args: argparse.Namespace, *paths: object, directory: bool = False) -> None:
+    """Refuse an output that cannot be written, before any fitting starts."""
+    for path in paths:
+        if path is not None:
+            output_path(path, overwrite=bool(getattr(args, "force", False)), name="--output",
+                        directory=directory, force_hint="--force")
 
 
 def _probability(text: str) -> float:
@@ -270,6 +326,7 @@ def _print_conversion(hardware, budget=None, note: str = "tables integrate over 
 # -- commands ------------------------------------------------------------------------------
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    _check_outputs(args, args.output)
     fit = _fit_from_args(args)
     _print_fit(fit)
     if args.output:
@@ -296,9 +353,8 @@ def cmd_forecast(args: argparse.Namespace) -> int:
               else {"params": args.params, "tokens": args.tokens})
     tables = [fit.forecast(**kwargs, prob=p, kind=args.kind) for p in sorted(args.prob)]
     if args.json:
-        records = tables[-1].to_dict(orient="records")
-        print(json.dumps({"kind": args.kind, "prob": tables[-1].attrs["prob"], "forecast": records,
-                          **({"hardware": hardware.describe()} if hardware else {})}))
+        _print_json({"kind": args.kind, "prob": tables[-1].attrs["prob"], "forecast": tables[-1],
+                     **({"hardware": hardware.describe()} if hardware else {})})
     else:
         print(f"\nForecast of {args.kind} loss")
         lead = ({_UNIT_LABELS[budget.unit]: [_unit_text(v, budget.unit, hardware)
@@ -329,8 +385,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from .backtest import backtest
     from .io import atomic_write
 
-    if args.output and Path(args.output).exists() and not args.force:
-        raise FileExistsError(f"{args.output} exists; pass --force to replace it")
+    _check_outputs(args, args.output)
     runs = _load_cli_runs(args)
     split = ({"cutoff_flops": args.cutoff_flops} if args.cutoff_flops is not None
              else {"holdout_frac": args.holdout_frac})
@@ -341,10 +396,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                       random_seed=args.seed, sampler=args.sampler,
                       progressbar=not args.no_progress)
     if args.json:
-        print(json.dumps({"settings": {k: (list(v) if isinstance(v, tuple) else v)
-                                       for k, v in result.settings.items()},
-                          "summary": result.summary.to_dict(),
-                          "table": result.table.to_dict(orient="records")}))
+        _print_json({"settings": dict(result.settings), "summary": result.summary,
+                     "table": result.table})
     else:
         print(f"\nForecasts of the {int(result.summary['n_test'])} held-out runs "
               "(observed loss: law uncertainty plus run-to-run noise)")
@@ -359,17 +412,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finite_or_none(value):
-    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
-        return None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 def _json_records(table: pd.DataFrame) -> list[dict]:
     """Records with inf/NaN as null, so the JSON is valid for strict parsers."""
-    return [{k: _finite_or_none(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+    return _json_ready(table)
 
 
 def _band_text(lower: float, upper: float) -> str:
@@ -410,7 +455,8 @@ def cmd_risk(args: argparse.Namespace) -> int:
     hardware = _hardware_from_args(args)
     money = _budget_from_args(args, hardware, "--budget")
     fit = _fit_or_load(args)
-    targets, budgets, probs = args.target, args.budget or [], sorted(args.prob)
+    targets = _unique_in_order(args.target)
+    budgets, probs = _unique_in_order(args.budget) or [], sorted(set(args.prob))
     if money is not None:
         budgets = money
     units = {} if hardware is None else {"units": ["flops", *_cost_units(hardware)],
@@ -428,11 +474,10 @@ def cmd_risk(args: argparse.Namespace) -> int:
     if args.json:
         risk_rows = [dict(row, target=t) for t, table in zip(targets, per_target)
                      for row in _json_records(table)]
-        print(json.dumps({"mode": args.mode, "kind": args.kind, "risk": risk_rows,
-                          "compute_to_reach": _json_records(reach),
-                          "compute_distribution": _json_records(spread),
-                          "band": args.band,
-                          **({"hardware": hardware.describe()} if hardware else {})}))
+        _print_json({"mode": args.mode, "kind": args.kind, "risk": risk_rows,
+                     "compute_to_reach": reach, "compute_distribution": spread,
+                     "band": args.band,
+                     **({"hardware": hardware.describe()} if hardware else {})})
         return 0
     where = ("compute law: the budget alone sets the loss" if not fit.law.splits_compute
              else "each posterior draw at its own optimum" if args.mode == "oracle"
@@ -505,10 +550,10 @@ def cmd_allocate(args: argparse.Namespace) -> int:
                  if args.target is not None else None)
     _report_warnings(caught)
     if args.json:
-        print(json.dumps({"prob": args.prob,
-                          "allocation": _json_records(table) if table is not None else [],
-                          "inference_aware": _json_records(aware) if aware is not None else [],
-                          **({"hardware": hardware.describe()} if hardware else {})}))
+        _print_json({"prob": args.prob,
+                     "allocation": table if table is not None else [],
+                     "inference_aware": aware if aware is not None else [],
+                     **({"hardware": hardware.describe()} if hardware else {})})
         return 0
     level = round(100 * args.prob)
     if table is not None:
@@ -575,9 +620,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         money = Budget.from_flops(args.budget, hardware)   # answers in the hardware's units
     if money is not None:
         args.budget = money
-    for existing in [output] + ([assets_dir(output)] if kind == "markdown" else []):
-        if existing.exists() and not args.force:
-            raise FileExistsError(f"{existing} exists; pass --force to replace it")
+    _check_outputs(args, output)
+    if kind == "markdown":
+        _check_outputs(args, assets_dir(output), directory=True)
     fit = _fit_or_load(args)
     result = None
     if args.backtest:
@@ -614,8 +659,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.output_dir)
     figure_path = out_dir / "chinchilla_fit.png"
-    if figure_path.exists() and not args.force:
-        raise FileExistsError(f"{figure_path} exists; pass --force to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BayescaleError(f"--output-dir {str(out_dir)!r} is a file: expected a folder")
+    if out_dir.is_dir():
+        _check_outputs(args, figure_path)
+    else:  # created after the fit; its parent must take a new folder now
+        output_path(out_dir, overwrite=False, name="--output-dir", directory=True)
     runs = load_dataset("chinchilla")
     print(f"Bundled data: {len(runs)} runs of Hoffmann et al. (2022), Fig. 4, digitised by "
           "Epoch AI (Besiroglu et al. 2024).", file=sys.stderr)
@@ -806,7 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
     allocate.add_argument("--flops", type=_positive_float, nargs="+", help="budgets in FLOPs")
     allocate.add_argument("--target", type=_positive_float, nargs="+",
                           help="target loss(es) for the inference-aware allocation")
-    allocate.add_argument("--inference-tokens", type=_positive_float, nargs="+",
+    allocate.add_argument("--inference-tokens", type=_nonnegative_float, nargs="+",
                           help="tokens the model will serve over its life (with --target)")
     allocate.add_argument("--prob", type=_probability, default=0.9, help="band level (default 0.9)")
     allocate.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -894,7 +943,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (BayescaleError, FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (BayescaleError, OSError, ValueError) as exc:
         print(f"bayescale: error: {exc}", file=sys.stderr)
         return 2
 

@@ -13,7 +13,14 @@ __all__ = [
     "NotFittedError",
     "ModelMismatchError",
     "FitFileError",
+    "ArgumentError",
+    "ArgumentTypeError",
+    "OutputPathError",
+    "OutputExistsError",
+    "OutputFolderMissingError",
+    "SamplingError",
     "ConvergenceWarning",
+    "NonFiniteWarning",
     "ExtrapolationWarning",
     "DesignWarning",
     "UnreachableTargetWarning",
@@ -44,8 +51,48 @@ class FitFileError(BayescaleError, OSError):
     """A saved fit cannot be read: missing, truncated, corrupted or not written by bayescale."""
 
 
+class ArgumentError(BayescaleError, ValueError):
+    """An argument has the right type but a value outside what the call accepts.
+
+    The message names the argument, the value given and what was expected.
+    """
+
+
+class ArgumentTypeError(BayescaleError, TypeError):
+    """An argument has the wrong type (a string, boolean or complex number for a real, ...)."""
+
+
+class OutputPathError(BayescaleError, OSError):
+    """An output path cannot be written: missing or unwritable folder, a folder given as a file.
+
+    Checked before any work starts, so a long fit is not lost to a bad ``-o``.
+    """
+
+
+class OutputExistsError(OutputPathError, FileExistsError):
+    """The output exists and replacing it was not asked for (``overwrite=True`` / ``--force``)."""
+
+
+class OutputFolderMissingError(OutputPathError, FileNotFoundError):
+    """The folder an output should go into does not exist."""
+
+
+class SamplingError(BayescaleError, RuntimeError):
+    """The sampler could not run at all (no valid starting point, an internal panic).
+
+    The message names the priors and data that make the log density non-finite.
+    """
+
+
 class ConvergenceWarning(UserWarning):
     """The sampler's diagnostics (R-hat, ESS, divergences) say the posterior is unreliable."""
+
+
+class NonFiniteWarning(UserWarning):
+    """Some posterior draws give an infinite (overflowing) loss or compute at the inputs asked.
+
+    Results stay finite or are ``inf`` where the quantity itself is infinite; never NaN.
+    """
 
 
 class ExtrapolationWarning(UserWarning):

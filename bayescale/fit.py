@@ -219,6 +219,9 @@ class ScalingFit:
         """
         import arviz as az
 
+        from ._validate import probability
+
+        prob = probability("prob", prob)
         dataset = self.posterior_with_derived()
         names = list(self.law.paper_parameters) + [n for n in ("sigma", "nu") if n in dataset]
         if include_sampled:
@@ -230,6 +233,10 @@ class ScalingFit:
         table["median"] = [float(dataset[n].median()) for n in table.index]
         table = table[["mean", "sd", "median", "hdi_lower", "hdi_upper", "ess_bulk", "ess_tail", "r_hat"]]
         table = table.astype(float)
+        # Identical draws in every chain (a fixed-looking parameter): the chains agree, R-hat
+        # is 1, not ArviZ's 0/0.
+        if self.posterior.sizes["chain"] > 1:
+            table.loc[(table["sd"] == 0) & table["r_hat"].isna(), "r_hat"] = 1.0
         table.index.name = "parameter"
         table.attrs["prob"] = prob
         return table
@@ -261,14 +268,21 @@ class ScalingFit:
         depth = float(stats["tree_depth"].mean()) if "tree_depth" in stats else float("nan")
         step = float(stats["step_size"].mean()) if "step_size" in stats else float("nan")
         problems = []
+        chains = int(posterior.sizes["chain"])
         bad_rhat = table.index[~(table["r_hat"] <= RHAT_MAX)].tolist()
-        if bad_rhat:
+        if chains < 2:
+            problems.append(f"R-hat needs at least 2 chains and this fit has {chains}: "
+                            "convergence cannot be checked; fit with chains=4.")
+        elif bad_rhat:
             worst = table.loc[bad_rhat, "r_hat"].max()
             problems.append(f"R-hat up to {worst:.3f} (> {RHAT_MAX}) for {', '.join(bad_rhat)}: the "
                             "chains disagree; run more tuning (tune=2000) and draws, and check "
                             "that the priors do not fight the data.")
         low_ess = table.index[~(table["ess_bulk"] >= ESS_MIN)].tolist()
-        if low_ess:
+        if low_ess and table["ess_bulk"].isna().all():
+            problems.append(f"ESS cannot be estimated from {self.posterior.sizes['draw']} "
+                            "draws per chain (ArviZ needs at least 4): increase draws.")
+        elif low_ess:
             worst = table.loc[low_ess, "ess_bulk"].min()
             problems.append(f"bulk ESS down to {worst:.0f} (< {ESS_MIN}) for {', '.join(low_ess)}: "
                             "too few effective draws for stable intervals; increase draws or "
@@ -459,6 +473,64 @@ class ScalingFit:
         from .allocation import inference_optimal_allocation
 
         return inference_optimal_allocation(self, target, inference_tokens, prob)
+
+    # -- interoperability --------------------------------------------------------------
+
+    def to_datatree(self, random_seed: int | None = None) -> xr.DataTree:
+        """The fit as an ArviZ DataTree, for ArviZ's own diagnostics and plots.
+
+        Groups: ``posterior`` (sampled and paper parameters, dims chain, draw),
+        ``sample_stats`` (``diverging``, ``tree_depth``, ``step_size``, ...),
+        ``observed_data`` (``log_loss`` of each run, dim ``run``), ``constant_data`` (the
+        runs' ``params``, ``tokens``, ``flops``), ``log_likelihood`` (pointwise, of
+        ``log_loss``) and ``posterior_predictive`` (one replicated ``log_loss`` per draw and
+        run, run-to-run noise included). So ``az.summary``, ``az.loo``, ``az.plot_trace``
+        and ``az.plot_ppc_dist`` (ArviZ 1.x's posterior predictive plot) work on it.
+
+        Parameters
+        ----------
+        random_seed : int, optional
+            Seed of the posterior-predictive noise; defaults to the fit's seed.
+
+        Returns
+        -------
+        xarray.DataTree
+        """
+        from ._validate import seed
+        from .likelihood import log_likelihood
+
+        random_seed = seed("random_seed", random_seed)
+        rng = np.random.default_rng(self.settings.get("random_seed", 0)
+                                    if random_seed is None else random_seed)
+        frame = self.runs.frame
+        shape = (self.posterior.sizes["chain"], self.posterior.sizes["draw"], len(frame))
+        coords = {"chain": self.posterior["chain"].to_numpy(),
+                  "draw": self.posterior["draw"].to_numpy(), "run": np.arange(len(frame))}
+        theta = self.theta(expand=True)
+        log_x = {name: np.log(frame[name].to_numpy(dtype=np.float64))[None, :]
+                 for name in self.law.inputs}
+        mu = self.law.log_loss(theta, log_x, self.reference, np)
+        noise = (rng.standard_t(theta["nu"], size=mu.shape) if self.likelihood == "student_t"
+                 else rng.standard_normal(mu.shape))
+        replicated = (mu + theta["sigma"] * noise).reshape(shape)
+        dims = ("chain", "draw", "run")
+        observed = np.log(frame["loss"].to_numpy(dtype=np.float64))
+        groups = {
+            "posterior": self.posterior_with_derived(),
+            "sample_stats": self.sample_stats,
+            "observed_data": xr.Dataset({"log_loss": ("run", observed)},
+                                        coords={"run": coords["run"]}),
+            "constant_data": xr.Dataset({name: ("run", frame[name].to_numpy(dtype=np.float64))
+                                         for name in ("params", "tokens", "flops")},
+                                        coords={"run": coords["run"]}),
+            "log_likelihood": xr.Dataset({"log_loss": (dims, log_likelihood(self))},
+                                         coords=coords),
+            "posterior_predictive": xr.Dataset({"log_loss": (dims, replicated)}, coords=coords),
+        }
+        tree = xr.DataTree.from_dict(groups)
+        tree.attrs.update({"law": self.law.name, "likelihood": self.likelihood,
+                           "inference_library": "bayescale"})
+        return tree
 
     def plan_runs(self, target_flops: float, candidates: pd.DataFrame | None = None,
                   budget: float | None = None, objective: str = "band", k: int = 1, *,

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ._validate import choice, positives, probability, seed
 from .data import declared_inputs
 from .discrepancy import discrepancy_shift
-from .exceptions import ExtrapolationWarning, ModelMismatchError
+from .exceptions import ArgumentError, ExtrapolationWarning, ModelMismatchError, NonFiniteWarning
 
 if TYPE_CHECKING:
     from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
@@ -39,36 +40,25 @@ KINDS = ("observed", "mean")
 EXTRAPOLATION_DECADES = 2.0
 
 
-def _positive_array(name: str, values: object) -> np.ndarray:
-    try:
-        array = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be numbers, got {values!r}") from None
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be a scalar or a 1-D sequence, got shape {array.shape}")
-    bad = np.flatnonzero(~np.isfinite(array) | (array <= 0))
-    if bad.size:
-        raise ValueError(f"{name}[{bad[0]}] = {float(array[bad[0]])!r}: must be a finite positive number")
-    return array
-
-
 def _extra_inputs(fit: "ScalingFit", inputs: object, size: int) -> dict[str, np.ndarray]:
     """The law's declared extra inputs (e.g. unique_tokens) for the points, validated."""
-    given = dict(inputs or {})
+    from ._validate import mapping
+
+    given = dict(mapping("inputs", inputs, "a dict {input name: values}"))
     unknown = sorted(set(given) - set(fit.law.extra_inputs))
     if unknown:
-        raise ValueError(f"the {fit.law.name} law takes no input {unknown[0]!r}; its extra "
-                         f"inputs are {list(fit.law.extra_inputs) or 'none'}")
+        raise ArgumentError(f"the {fit.law.name} law takes no input {unknown[0]!r}; its extra "
+                            f"inputs are {list(fit.law.extra_inputs) or 'none'}")
     missing = [name for name in fit.law.extra_inputs if name not in given]
     if missing:
         raise ModelMismatchError(f"the {fit.law.name} law needs {missing[0]}= for every point "
                                  f"(e.g. {missing[0]}=1e11)")
     out = {}
     for name, values in given.items():
-        array = _positive_array(name, values)
+        array = positives(name, values)
         if array.size not in (1, size):
-            raise ValueError(f"{name} has {array.size} values for {size} points: give one or "
-                             "one per point")
+            raise ArgumentError(f"{name} has {array.size} values for {size} points: give one or "
+                                "one per point")
         out[name] = np.broadcast_to(array, (size,)).copy()
     return out
 
@@ -98,22 +88,33 @@ def _resolve_standard(fit: "ScalingFit", flops: object, params: object, tokens: 
                       fixed: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     law = fit.law
     if params is not None or tokens is not None:
+        if "params" not in law.inputs:
+            raise ModelMismatchError(f"the {law.name} law is a law of compute alone: give "
+                                     "flops=, not params= and tokens=")
         if params is None or tokens is None:
-            raise ValueError("give params= and tokens= together (or flops= alone)")
+            raise ArgumentError("give params= and tokens= together (or flops= alone)")
         if flops is not None:
-            raise ValueError("give either flops= or params= and tokens=, not both: "
+            raise ArgumentError("give either flops= or params= and tokens=, not both: "
                              "flops is 6·params·tokens")
-        n = _positive_array("params", params)
-        d = _positive_array("tokens", tokens)
+        n = positives("params", params)
+        d = positives("tokens", tokens)
         try:
             n, d = np.broadcast_arrays(n, d)
         except ValueError:
-            raise ValueError(f"params has {n.size} values and tokens {d.size}: give equally many "
-                             "(or one of each)") from None
-        return pd.DataFrame({"flops": 6.0 * n * d, "params": n, "tokens": d})
+            raise ArgumentError(f"params has {n.size} values and tokens {d.size}: give equally "
+                                "many (or one of each)") from None
+        with np.errstate(over="ignore", under="ignore"):
+            c = 6.0 * n * d
+        bad = np.flatnonzero(~(np.isfinite(c) & (c > 0)))
+        if bad.size:
+            i = bad[0]
+            raise ArgumentError(f"params[{i}] = {float(n[i])!r} and tokens[{i}] = {float(d[i])!r} give "
+                                f"6·N·D = {float(c[i])!r} FLOPs, outside float64 (1e-308 to 1e308): "
+                                "expected a plan whose compute is a finite positive number")
+        return pd.DataFrame({"flops": c, "params": n, "tokens": d})
     if flops is None:
-        raise ValueError("give flops= (compute budgets in FLOPs) or params= and tokens=")
-    c = _positive_array("flops", flops)
+        raise ArgumentError("give flops= (compute budgets in FLOPs) or params= and tokens=")
+    c = positives("flops", flops)
     if not law.splits_compute:
         return pd.DataFrame({"flops": c, "params": np.nan, "tokens": np.nan})
     n = np.exp(median_optimal_log_params(fit, np.log(c), fixed))
@@ -207,7 +208,7 @@ def loss_draws(fit: "ScalingFit", points: pd.DataFrame, kind: str = "observed",
                random_seed: int | None = None) -> np.ndarray:
     """Loss per draw and point, shape (draws, points); ``kind`` as in :func:`forecast_table`."""
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise ArgumentError(f"kind must be one of {KINDS}, got {kind!r}")
     _check_inputs(fit, points)
     theta = fit.theta(expand=True)
     log_x = _log_inputs(points)
@@ -219,6 +220,24 @@ def loss_draws(fit: "ScalingFit", points: pd.DataFrame, kind: str = "observed",
     if kind == "observed":
         loss *= noise_factors(fit, _noise_rng(fit, random_seed))[:, None]
     return loss
+
+
+def overflow_to_inf(values: np.ndarray, what: str, stacklevel: int = 3) -> np.ndarray:
+    """Summaries of draws that overflowed: NaN (inf − inf between two infinite draws) is inf.
+
+    Loss and compute are sums of positive terms, so a draw that overflows float64 is a value
+    too large to represent, never an undefined one. Warns :class:`NonFiniteWarning` once.
+    """
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return values
+    values = np.where(np.isnan(values), np.inf, values)
+    warnings.warn(f"{what} overflows float64 (> 1.8e308) in some posterior draws at "
+                  f"{int(bad.any(axis=-1).sum()) if values.ndim > 1 else int(bad.sum())} "
+                  "point(s): the table shows inf there; the law's parameters in those draws "
+                  "(often a prior far wider than the data) make the loss astronomically large",
+                  NonFiniteWarning, stacklevel=stacklevel)
+    return values
 
 
 def warn_if_extrapolating(fit: "ScalingFit", flops: np.ndarray, stacklevel: int = 3) -> None:
@@ -240,10 +259,9 @@ def forecast_table(fit: "ScalingFit", flops: object = None, params: object = Non
 
     See :meth:`bayescale.ScalingFit.forecast` for the parameters.
     """
-    if not 0.0 < float(prob) < 1.0:
-        raise ValueError(f"prob must be in (0, 1), got {prob!r}")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    prob = probability("prob", prob)
+    choice("kind", kind, KINDS)
+    random_seed = seed("random_seed", random_seed)
     points = resolve_points(fit, flops=flops, params=params, tokens=tokens, inputs=inputs)
     warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
     _check_inputs(fit, points)
@@ -270,6 +288,7 @@ def forecast_table(fit: "ScalingFit", flops: object = None, params: object = Non
         return np.column_stack([loss.mean(axis=1), row_quantiles(loss, levels)])
 
     summary = np.concatenate(map_point_chunks(chunk_summary, len(points), fit.n_draws))
+    summary = overflow_to_inf(summary, "the forecast loss", stacklevel=4)
     table = points.assign(loss_mean=summary[:, 0], loss_median=summary[:, 2],
                           loss_lower=summary[:, 1], loss_upper=summary[:, 3])
     table.attrs.update({"prob": float(prob), "kind": kind, "law": fit.law.name})

@@ -22,9 +22,10 @@ import pandas as pd
 import xarray as xr
 
 from ._protocols import FitLike
+from ._validate import output_path
 from ._version import __version__
 from .data import STANDARD_COLUMNS, Runs
-from .exceptions import FitFileError
+from .exceptions import FitFileError, OutputPathError
 from .laws import get_law
 from .priors import Prior
 
@@ -44,18 +45,18 @@ def atomic_write(path: str | PathLike[str], *, overwrite: bool = False) -> Itera
 
     Raises
     ------
-    FileExistsError
-        When ``path`` exists and ``overwrite`` is False.
-    FileNotFoundError
-        When the directory of ``path`` does not exist.
+    OutputExistsError
+        When ``path`` exists and ``overwrite`` is False (a ``FileExistsError``).
+    OutputPathError
+        When the folder of ``path`` is missing or unwritable, or ``path`` is a folder; the
+        message names ``path``, never the temporary file.
     """
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{str(target)!r} exists; pass overwrite=True (CLI: --force) "
-                              "to replace it")
-    if not target.parent.exists():
-        raise FileNotFoundError(f"directory {str(target.parent)!r} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    target = output_path(path, overwrite=overwrite)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                        dir=target.parent)
+    except OSError as exc:
+        raise OutputPathError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
     os.close(fd)
     # mkstemp creates the file 0600; give the result the permissions a plain open() would.
     current_umask = os.umask(0)
@@ -65,7 +66,10 @@ def atomic_write(path: str | PathLike[str], *, overwrite: bool = False) -> Itera
         yield Path(tmp_name)
         with open(tmp_name, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
+        try:
+            os.replace(tmp_name, target)
+        except OSError as exc:
+            raise OutputPathError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
@@ -121,9 +125,35 @@ def save_fit(fit: FitLike, path: str | PathLike[str], *, overwrite: bool = False
     FileExistsError
         When ``path`` exists and ``overwrite`` is False.
     """
+    output_path(path, overwrite=overwrite)  # a bad path fails before any work
     tree = _to_tree(fit)
     with atomic_write(path, overwrite=overwrite) as tmp_path:
         tree.to_netcdf(tmp_path, engine=_ENGINE)
+
+
+def _check_contents(law, priors: dict, likelihood: str, posterior: xr.Dataset,
+                    frame: pd.DataFrame) -> None:
+    """What a checksum cannot promise (files written before checksums have none): the law's
+    parameters are all there, the draws are finite, the runs are positive."""
+    noise = ["sigma"] + (["nu"] if likelihood == "student_t" else [])
+    expected = [*law.parameter_domains, *noise]
+    sampled = [n for n in expected if n not in priors or priors[n].dist != "Fixed"]
+    missing = [n for n in sampled if n not in posterior.data_vars]
+    missing += [n for n in posterior.data_vars if n not in expected]   # another law's draws
+    if missing or any(n not in priors for n in expected):
+        raise ValueError(f"it says law={law.name!r} but its posterior has "
+                         f"{sorted(posterior.data_vars)} and priors {sorted(priors)} "
+                         f"(mismatched: {missing or sorted(set(expected) - set(priors))}); the law "
+                         "attribute does not match the draws")
+    for name in sampled:
+        values = np.asarray(posterior[name].values, dtype=np.float64)
+        if values.size == 0 or not np.isfinite(values).all():
+            raise ValueError(f"posterior draws of {name!r} are empty or not all finite "
+                             "(NaN or inf); the file was damaged or written by hand")
+    for column in ("loss", "flops"):
+        if not (np.isfinite(frame[column]) & (frame[column] > 0)).all():
+            raise ValueError(f"the runs' {column} column has values that are not finite "
+                             "positive numbers")
 
 
 def read_fit(path: str | PathLike[str]) -> dict[str, Any]:
@@ -150,7 +180,12 @@ def read_fit(path: str | PathLike[str]) -> dict[str, Any]:
     if attrs.get("format") != _FORMAT_NAME:
         raise FitFileError(f"{str(source)!r} is a netCDF file but not a bayescale fit "
                            f"(no format={_FORMAT_NAME!r} attribute)")
-    version = int(attrs.get("schema_version", -1))
+    try:
+        version = int(attrs.get("schema_version", -1))
+    except (TypeError, ValueError):
+        raise FitFileError(f"{str(source)!r} has schema_version="
+                           f"{attrs.get('schema_version')!r}: expected a whole number "
+                           f"(≤ {SCHEMA_VERSION})") from None
     if version > SCHEMA_VERSION:
         raise FitFileError(f"{str(source)!r} was written by a newer bayescale (schema {version}); "
                            f"this version reads schema ≤ {SCHEMA_VERSION}: upgrade bayescale")
@@ -181,6 +216,7 @@ def read_fit(path: str | PathLike[str]) -> dict[str, Any]:
                               "observed_data": observed}):
             raise ValueError("its checksum does not match its contents (corrupted on disk or "
                              "in transfer); save the fit again")
+        _check_contents(law, priors, likelihood, posterior, frame)
     except (KeyError, ValueError, TypeError) as exc:
         raise FitFileError(f"{str(source)!r} is damaged or incomplete: {exc}") from exc
     return {"law": law, "priors": priors, "likelihood": likelihood, "runs": runs,

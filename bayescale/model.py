@@ -20,15 +20,19 @@ import threading
 import time
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .data import Runs
 from .design import check_design, warn_outliers
-from .exceptions import PriorError, RunDataError
+from ._validate import choice, integer, mapping, seed
+from .exceptions import ArgumentTypeError, PriorError, RunDataError, SamplingError
 from .laws import ScalingLaw, get_law
 from .priors import Prior, default_noise_priors, priors_to_json
+
+if TYPE_CHECKING:
+    from .fit import ScalingFit
 
 __all__ = ["ScalingModel", "LIKELIHOODS", "SAMPLERS", "default_noise_priors", "FastPathWarning"]
 
@@ -73,11 +77,11 @@ class ScalingModel:
     def __init__(self, law: str | ScalingLaw = "chinchilla", priors: Mapping[str, Prior] | None = None,
                  likelihood: str = "student_t") -> None:
         self.law = get_law(law)
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        choice("likelihood", likelihood, LIKELIHOODS)
         self.likelihood = likelihood
+        priors = mapping("priors", priors, "a dict {parameter name: bayescale.Prior}")
         merged = {**self.law.default_priors(), **default_noise_priors(likelihood)}
-        for name, prior in (priors or {}).items():
+        for name, prior in priors.items():
             if name not in merged:
                 raise PriorError(f"no parameter {name!r} in the {self.law.name} law with a "
                                  f"{likelihood} likelihood; parameters are {sorted(merged)}")
@@ -101,7 +105,7 @@ class ScalingModel:
 
     def _check_runs(self, runs: Runs) -> None:
         if not isinstance(runs, Runs):
-            raise TypeError(f"fit expects Runs from bayescale.load_runs, got {type(runs).__name__}")
+            raise ArgumentTypeError(f"fit expects Runs from bayescale.load_runs, got {type(runs).__name__}")
         self.law.check_runs(runs)
         needed = self.law.n_parameters + 1
         if len(runs) < needed:
@@ -191,7 +195,30 @@ class ScalingModel:
         sampled = self.sampled_parameters()
         buf = _fastlogp.make_buffer(self.law, self.likelihood, self.priors, sampled,
                                     self.data_values(runs))
-        return _fastlogp.nutpie_model(self.law, buf, self.priors, sampled)
+        compiled = _fastlogp.nutpie_model(self.law, buf, self.priors, sampled)
+        self._check_initial_points(runs, buf, compiled)
+        return compiled
+
+    _INITIAL_TRIES = 20
+
+    def _check_initial_points(self, runs: Runs, buf: np.ndarray, compiled: Any) -> None:
+        """Raise :class:`SamplingError` when no starting point nutpie would try is finite.
+
+        nutpie reports "All initialization points failed" itself, but a process whose nutpie
+        failed that way could crash at exit; trying the same jittered starting points here
+        (microseconds) catches it before nutpie runs.
+        """
+        from . import _fastlogp
+
+        for attempt in range(self._INITIAL_TRIES):
+            u = np.asarray(compiled.initial_point_func(attempt), dtype=np.float64)
+            with np.errstate(all="ignore"):
+                value, grad = _fastlogp.logp_and_grad(self.law, buf, u)
+            if np.isfinite(value) and np.isfinite(grad).all():
+                return
+        raise SamplingError(self._failure_message(
+            runs, f"the log density is not finite at any of {self._INITIAL_TRIES} jittered "
+                  "starting points"))
 
     def fit(self, runs: Runs, *, draws: int = 1000, tune: int = 1000, chains: int = 4,
             random_seed: int | None = None, progressbar: bool = False, sampler: str = "nutpie",
@@ -227,15 +254,16 @@ class ScalingModel:
         """
         from .fit import ScalingFit
 
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        choice("sampler", sampler, SAMPLERS)
         # nutpie panics (a Rust assertion, not an exception) with tune=0.
-        for name, value, low in (("draws", draws, 1), ("tune", tune, 0 if sampler == "pymc" else 1),
-                                 ("chains", chains, 1)):
-            if not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        draws = integer("draws", draws, 1)
+        tune = integer("tune", tune, 0 if sampler == "pymc" else 1)
+        chains = integer("chains", chains, 1)
+        random_seed = seed("random_seed", random_seed)
+        cores = None if cores is None else integer("cores", cores, 1)
         self._check_runs(runs)
         check_design(runs, self.law, warn=check, stacklevel=2)  # RunDataError if nothing can be fitted
+        self._check_start(runs)
         if random_seed is None:
             random_seed = int(np.random.SeedSequence().entropy % (2**31))
         cores = cores or max(1, min(chains, os.cpu_count() or 1))
@@ -246,10 +274,13 @@ class ScalingModel:
             compiled = self._fast_compiled(runs) if sampler == "nutpie" else None
             if compiled is None:
                 compiled = self._compiled(runs)
-            tree = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores,
-                                 seed=random_seed, progress_bar=progressbar, save_warmup=False,
-                                 adaptation=NUTPIE_ADAPTATION,
-                                 target_accept=NUTPIE_TARGET_ACCEPT)
+            tree, failure = _sample_nutpie(nutpie, compiled, draws=draws, tune=tune,
+                                           chains=chains, cores=cores, seed=random_seed,
+                                           progress_bar=progressbar, save_warmup=False,
+                                           adaptation=NUTPIE_ADAPTATION,
+                                           target_accept=NUTPIE_TARGET_ACCEPT)
+            if failure is not None:
+                raise SamplingError(self._failure_message(runs, f"nutpie failed ({failure})"))
         else:
             import pymc as pm
 
@@ -266,6 +297,86 @@ class ScalingModel:
             warn_outliers(fit, stacklevel=2)
         return fit
 
+    # -- sampler failures --------------------------------------------------------------
+
+    def _log_density_at_start(self, runs: Runs) -> tuple[float, dict[str, float]]:
+        """Log posterior (up to a constant) at the priors' medians, and those values.
+
+        nutpie starts near there; a non-finite value means no chain can start.
+        """
+        import scipy.stats as st
+
+        point = {name: _prior_center(prior) for name, prior in self.priors.items()}
+        theta = {name: np.array([[value]]) for name, value in point.items()}
+        frame = runs.frame
+        log_x = {name: np.log(frame[name].to_numpy(dtype=np.float64))[None, :]
+                 for name in self.law.inputs}
+        with np.errstate(all="ignore"):
+            mu = self.law.log_loss(theta, log_x, self.law.reference(runs), np)
+            observed = np.log(frame["loss"].to_numpy(dtype=np.float64))[None, :]
+            sigma = point["sigma"]
+            if self.likelihood == "student_t":
+                value = st.t.logpdf(observed, df=point["nu"], loc=mu, scale=sigma).sum()
+            else:
+                value = st.norm.logpdf(observed, loc=mu, scale=sigma).sum()
+        return float(value), point
+
+    def _check_start(self, runs: Runs) -> None:
+        """Refuse, before sampling, priors whose central values make the density non-finite."""
+        value, point = self._log_density_at_start(runs)
+        if np.isfinite(value):
+            return
+        raise SamplingError(self._failure_message(runs, None, point))
+
+    def _failure_message(self, runs: Runs, exc: str | None,
+                         point: dict[str, float] | None = None) -> str:
+        if point is None:
+            _, point = self._log_density_at_start(runs)
+        defaults = {**self.law.default_priors(), **default_noise_priors(self.likelihood)}
+        changed = [f"{name}={prior!r}" for name, prior in self.priors.items()
+                   if prior != defaults.get(name)]
+        def extreme(value: float) -> bool:
+            return not np.isfinite(value) or abs(value) > 1e100 or 0 < abs(value) < 1e-100
+
+        suspects = [f"{name}={value:.3g}" for name, value in point.items() if extreme(value)]
+        suspects += [f"{name}={prior!r}" for name, prior in self.priors.items()
+                     if any(extreme(v) for v in prior.params.values())]
+        loss = runs.frame["loss"]
+        if exc is None:
+            what = (f"the log density of the {self.law.name} law is not finite at the priors' "
+                    "central values")
+        else:
+            what = exc
+        return (f"the sampler could not start: {what}. Priors changed from the "
+                f"defaults: {', '.join(changed) or 'none'}; extreme values: "
+                f"{', '.join(suspects) or 'none'}; data: {len(runs)} runs from {runs.source}, "
+                f"loss {loss.min():.4g} to {loss.max():.4g}. Use priors on the scale of the "
+                "defaults (see ScalingModel's docs) and check the runs for outliers.")
+
+    def prior_predictive(self, runs: Runs, draws: int = 500,
+                         random_seed: int | None = None) -> Any:
+        """Prior predictive check: draws of every parameter and of each run's loss from the
+        priors alone, before seeing the losses.
+
+        Parameters
+        ----------
+        runs : Runs
+            The runs whose inputs (N, D or C) are used; their losses fill ``observed_data``.
+        draws : int
+            Number of prior draws.
+        random_seed : int, optional
+
+        Returns
+        -------
+        xarray.DataTree
+            Groups ``prior`` (the sampled parameters), ``prior_predictive`` (``log_loss``,
+            dims chain, draw, run) and ``observed_data`` (``log_loss`` of the runs): ArviZ's
+            ``az.plot_ppc(tree, group="prior_predictive")`` compares them.
+        """
+        draws = integer("draws", draws, 1)
+        random_seed = seed("random_seed", random_seed)
+        return self.sample_prior_predictive(runs, draws=draws, random_seed=random_seed)
+
     def sample_prior_predictive(self, runs: Runs, draws: int = 500, random_seed: int | None = None):
         """Draw from the prior predictive of log loss at the runs' inputs (a prior check).
 
@@ -279,6 +390,63 @@ class ScalingModel:
 
         with self.build(runs):
             return pm.sample_prior_predictive(draws=draws, random_seed=random_seed)
+
+
+def _sample_nutpie(nutpie: Any, compiled: Any, **settings: Any) -> tuple[Any, str | None]:
+    """Run nutpie; on failure return (None, what it said) with its sampler already gone.
+
+    A failed nutpie sampler left to the garbage collector (it sits in a reference cycle with
+    the exception's traceback) is freed at interpreter exit, after numba's runtime, and the
+    process then crashed with a segfault. So the failure is turned into text, the sampler
+    cancelled and every reference dropped here, while everything it needs is still alive.
+    """
+    import gc
+
+    sampler = None
+    failure = None
+    try:
+        sampler = nutpie.sample(compiled, blocking=False, **settings)
+        return sampler.wait(), None
+    except (KeyboardInterrupt, SystemExit):
+        if sampler is not None:
+            sampler.cancel()
+        raise
+    except BaseException as exc:  # nutpie's Rust panics are BaseExceptions, not Exceptions
+        text = (str(exc).strip().splitlines() or [""])[0][:200]
+        failure = f"{type(exc).__name__}: {text}"
+        exc.__traceback__ = None
+    if sampler is not None:
+        try:
+            sampler.cancel()
+        except BaseException:  # already stopped
+            pass
+    del sampler
+    gc.collect()
+    return None, failure
+
+
+def _prior_center(prior: Prior) -> float:
+    """A central value of a prior (its median, or the midpoint of a bounded support)."""
+    p = prior.params
+    with np.errstate(all="ignore"):
+        if prior.dist == "Fixed":
+            return p["value"]
+        if prior.dist in ("Normal", "StudentT"):
+            return p["mu"]
+        if prior.dist == "LogNormal":
+            return float(np.exp(p["mu"]))
+        if prior.dist in ("HalfNormal", "HalfStudentT"):
+            return 0.674 * p["sigma"]
+        if prior.dist == "Exponential":
+            return math.log(2.0) / p["lam"]
+        if prior.dist == "Gamma":
+            return p["alpha"] / p["beta"]
+        if prior.dist == "Beta":
+            return p["alpha"] / (p["alpha"] + p["beta"])
+        if prior.dist == "Uniform":
+            return 0.5 * (p["lower"] + p["upper"])
+        lo, hi = p["lower"], p["upper"]  # TruncatedNormal
+        return min(max(p["mu"], lo), hi)
 
 
 def clear_compiled_cache() -> None:

@@ -41,7 +41,9 @@ _PARAMETER_LABELS = {
 def _new_axes(ax: "Axes | None", figsize: tuple[float, float] = (7.5, 5.0)) -> "Axes":
     import matplotlib.pyplot as plt
 
-    if ax is not None:
+    from ._validate import axes
+
+    if axes("ax", ax) is not None:
         return ax
     _, ax = plt.subplots(figsize=figsize, layout="constrained")
     return ax
@@ -80,12 +82,17 @@ def _loss_axis(ax: "Axes") -> None:
 
 
 def _budgets(values: Any, name: str = "flops") -> np.ndarray:
+    from ._validate import positives
+
     if values is None:
         return np.array([])
-    array = np.atleast_1d(np.asarray(values, dtype=float))
-    if array.ndim != 1 or not (np.isfinite(array) & (array > 0)).all():
-        raise ValueError(f"{name} must be finite positive numbers (FLOPs), got {values!r}")
-    return array
+    return positives(name, values)
+
+
+def _grid_points(n_points: Any) -> int:
+    from ._validate import integer
+
+    return integer("n_points", n_points, 2, 100_000)
 
 
 @contextlib.contextmanager
@@ -154,7 +161,7 @@ def plot_fit(fit: "ScalingFit", flops: Any = None, *, kind: str = "observed",
     ax = _new_axes(ax)
     frame = fit.runs.frame
     budgets = _budgets(flops)
-    grid = _compute_grid(fit, budgets, n_points)
+    grid = _compute_grid(fit, budgets, _grid_points(n_points))
     with _quiet_extrapolation():
         wide = fit.forecast(flops=grid, prob=0.9, kind=kind)
         narrow = fit.forecast(flops=grid, prob=0.5, kind=kind)
@@ -241,8 +248,14 @@ def plot_isoflop(fit: "ScalingFit", flops: Any = None, *, kind: str = "mean",
     ModelMismatchError
         When the law has no model size input (a compute law).
     """
-    from .exceptions import ModelMismatchError
+    from ._validate import real
+    from .exceptions import ArgumentError, ModelMismatchError
 
+    n_points = _grid_points(n_points)
+    span = real("span", span)
+    if not span > 1.0:
+        raise ArgumentError(f"span = {span!r}: expected a factor > 1 (each curve covers "
+                            "N_opt/span to N_opt·span)")
     if not fit.law.splits_compute:
         raise ModelMismatchError(f"an IsoFLOP plot needs a law of N and D; the {fit.law.name} "
                                  "law has no model size: fit the 'chinchilla' law")
@@ -324,7 +337,7 @@ def plot_allocation(fit: "ScalingFit", flops: Any = None, *, prob: float = 0.9,
                                  "fit the 'chinchilla' law")
     ax = _new_axes(ax)
     budgets = _budgets(flops)
-    grid = _compute_grid(fit, budgets, n_points)
+    grid = _compute_grid(fit, budgets, _grid_points(n_points))
     with _quiet_extrapolation():
         table = fit.optimal_allocation(flops=grid, prob=prob)
         marked = fit.optimal_allocation(flops=budgets, prob=prob) if budgets.size else None
@@ -397,7 +410,7 @@ def plot_risk(fit: "ScalingFit", targets: float | Sequence[float], flops: Any = 
         high = min(max([largest * 10, *(c * 3 for c in finite)]), largest * 1e4)
         if budgets.size:
             high = max(high, budgets.max() * 3)
-        grid = np.geomspace(max(low, float(frame["flops"].min())), high, n_points)
+        grid = np.geomspace(max(low, float(frame["flops"].min())), high, _grid_points(n_points))
         curves = {t: fit.prob_below(t, flops=grid) for t in targets}
 
     markers = ("o", "s", "^", "v", "P", "X")
@@ -469,7 +482,9 @@ def plot_posterior(fit: "ScalingFit", var_names: Sequence[str] | None = None, *,
     draws.update({k: v for k, v in fit.theta().items() if k not in draws})
     unknown = [n for n in names if n not in draws]
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown}; available: {sorted(draws)}")
+        from .exceptions import ArgumentError
+
+        raise ArgumentError(f"unknown parameter(s) {unknown}; available: {sorted(draws)}")
     summary = fit.summary(prob=prob, include_sampled=True)
     k = len(names)
     if ax is None:
@@ -488,7 +503,8 @@ def plot_posterior(fit: "ScalingFit", var_names: Sequence[str] | None = None, *,
             y_label, y_log = labels.get(y_name, (y_name, False))
             x = draws[x_name]
             if i == j:
-                bins = np.geomspace(x.min(), x.max(), 31) if x_log else 30
+                # Identical draws (a one-draw fit) have no spread to put log bins on.
+                bins = np.geomspace(x.min(), x.max(), 31) if x_log and x.max() > x.min() else 30
                 panel.hist(x, bins=bins, color=BAND_COLOR, alpha=0.55, edgecolor="white",
                            linewidth=0.3)
                 if x_name in summary.index:
@@ -570,7 +586,19 @@ def plot_backtest(result: Any, *, ax: "Axes | None" = None) -> "Axes":
     -------
     matplotlib.axes.Axes
     """
+    import pandas as pd
+
+    from .exceptions import ArgumentError, ArgumentTypeError
+
     table = getattr(result, "table", result)
+    if not isinstance(table, pd.DataFrame):
+        raise ArgumentTypeError(f"result is a {type(result).__name__}: expected the value of "
+                                "bayescale.backtest (or its .table)")
+    medians = [c for c in ("loss_median", "median", "forecast") if c in table.columns]
+    actuals = [c for c in ("actual", "loss") if c in table.columns]
+    if not medians or not actuals or table.empty:
+        raise ArgumentError(f"result has {len(table)} rows and columns {list(table.columns)}: "
+                            "expected held-out runs with 'loss' and 'loss_median' columns")
     bands = _band_columns(table)
     ax = _new_axes(ax, figsize=(6.5, 5.5))
     actual_col = "actual" if "actual" in table.columns else "loss"

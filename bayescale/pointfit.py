@@ -25,7 +25,6 @@ This module needs numpy, scipy and numba (for the objective); it does not import
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 import time
 from collections.abc import Mapping

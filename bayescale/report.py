@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .exceptions import ConvergenceWarning, DesignWarning, ExtrapolationWarning
+from .exceptions import ArgumentError, ConvergenceWarning, DesignWarning, ExtrapolationWarning
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -82,6 +82,11 @@ def _fmt_prob(value: float) -> str:
     if 0.995 < value < 1:
         return "> 0.99"
     return f"{value:.2f}"
+
+
+def _fmt_fixed(value: float, spec: str) -> str:
+    """A diagnostic (R-hat, ESS) or "n/a" where it is not defined (one chain, few draws)."""
+    return format(value, spec) if np.isfinite(value) else "n/a"
 
 
 def _fmt_param(value: float) -> str:
@@ -317,7 +322,8 @@ def _unique(values: Any) -> list[float]:
 
 def _default_targets(target: float) -> list[float]:
     """The target and neighbours about 1% and 2% either side: how fast the odds move."""
-    decimals = max(2, len(f"{target:g}".partition(".")[2]))
+    # Enough decimals that a small-scale target (2e-5) keeps distinct neighbours.
+    decimals = max(2, len(f"{target:g}".partition(".")[2]), 2 - math.floor(math.log10(target)))
     return sorted({target, *(round(target * f, decimals) for f in (0.98, 0.99, 1.01, 1.02))})
 
 
@@ -385,13 +391,14 @@ def _diagnostics_section(b: _Builder, fit: "ScalingFit") -> None:
     for note in design:
         b.callout(f"Data design: {note}", style="warn")
     table = diagnostics.table
-    rows = [{"parameter": name, "R-hat": f"{row['r_hat']:.3f}",
-             "ESS bulk": f"{row['ess_bulk']:.0f}", "ESS tail": f"{row['ess_tail']:.0f}"}
+    rows = [{"parameter": name, "R-hat": _fmt_fixed(row["r_hat"], ".3f"),
+             "ESS bulk": _fmt_fixed(row["ess_bulk"], ".0f"),
+             "ESS tail": _fmt_fixed(row["ess_tail"], ".0f")}
             for name, row in table.iterrows()]
     b.table(pd.DataFrame(rows), "Convergence of the sampled parameters")
     b.paragraph(f"{diagnostics.divergences} divergent transitions in {diagnostics.n_draws} "
-                f"draws; mean tree depth {diagnostics.mean_tree_depth:.1f}, mean step size "
-                f"{diagnostics.mean_step_size:.3g}. R-hat near 1 means the chains agree; an "
+                f"draws; mean tree depth {_fmt_fixed(diagnostics.mean_tree_depth, '.1f')}, mean "
+                f"step size {_fmt_fixed(diagnostics.mean_step_size, '.3g')}. R-hat near 1 means the chains agree; an "
                 "effective sample size (ESS) of a few hundred makes the intervals stable.")
 
 
@@ -402,7 +409,8 @@ def _parameter_section(b: _Builder, fit: "ScalingFit") -> None:
     rows = [{"parameter": name, "median": _fmt_param(row["median"]),
              "mean": _fmt_param(row["mean"]), "sd": _fmt_param(row["sd"]),
              f"{level}% HDI": _fmt_band(row["hdi_lower"], row["hdi_upper"], _fmt_param),
-             "R-hat": f"{row['r_hat']:.3f}", "ESS bulk": f"{row['ess_bulk']:.0f}"}
+             "R-hat": _fmt_fixed(row["r_hat"], ".3f"),
+             "ESS bulk": _fmt_fixed(row["ess_bulk"], ".0f")}
             for name, row in summary.iterrows()]
     b.table(pd.DataFrame(rows), f"Posterior of {fit.law.formula}")
 
@@ -464,7 +472,7 @@ def _risk_section(b: _Builder, fit: "ScalingFit", target: float, budgets: list[f
     for t in targets:
         row = {"target loss": f"{t:g}"}
         for p in REACH_PROBS:
-            match = reach[np.isclose(reach["target"], t) & np.isclose(reach["prob"], p)]
+            match = reach[_same(reach["target"], t) & _same(reach["prob"], p)]
             row[f"{100 * p:.0f}% confidence"] = fmt_flops(float(match["flops"].iloc[0]))
         reach_rows.append(row)
     b.table(pd.DataFrame(reach_rows), "Compute (FLOPs) needed to reach each target")
@@ -476,13 +484,18 @@ def _risk_section(b: _Builder, fit: "ScalingFit", target: float, budgets: list[f
                           "that reaches it with 50/80/95% confidence.")
 
 
+def _same(a: Any, b: Any) -> Any:
+    """Equal to 12 significant digits, at any scale (losses of 1e-8 included)."""
+    return np.isclose(a, b, rtol=1e-12, atol=0.0)
+
+
 def _grid_value(grid: pd.DataFrame, target: float, flops: float) -> float:
     """Look up P(loss ≤ target) at a budget in a risk table, long or wide."""
     if {"target", "flops", "prob"} <= set(grid.columns):
-        match = grid[np.isclose(grid["target"], target) & np.isclose(grid["flops"], flops)]
+        match = grid[_same(grid["target"], target) & _same(grid["flops"], flops)]
         return float(match["prob"].iloc[0])
-    row = grid.loc[[i for i in grid.index if np.isclose(float(i), target)][0]]
-    column = [c for c in grid.columns if np.isclose(float(c), flops)][0]
+    row = grid.loc[[i for i in grid.index if _same(float(i), target)][0]]
+    column = [c for c in grid.columns if _same(float(c), flops)][0]
     return float(row[column])
 
 
@@ -680,18 +693,24 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
 
     See :func:`write_report` for the parameters.
     """
+    from ._validate import integer, positives, probability
+
     target = _positive_or_none("target", target)
     from .budget import is_budget
 
     money = budget if is_budget(budget) else None   # the headline speaks in its units
     budget = _positive_or_none("budget", float(money.to("flops")[0]) if money is not None else budget)
-    if not 0.0 < float(prob) < 1.0:
-        raise ValueError(f"prob must be in (0, 1), got {prob!r}")
-    budget_list = (_unique([*np.atleast_1d(budgets), *([budget] if budget else [])])
+    prob = probability("prob", prob)
+    dpi = integer("dpi", dpi, 10, 1200)
+    if title is not None and not isinstance(title, str):
+        from .exceptions import ArgumentTypeError
+
+        raise ArgumentTypeError(f"title = {title!r} is a {type(title).__name__}: expected a string")
+    budget_list = (_unique([*positives("budgets", budgets, allow_empty=False),
+                            *([budget] if budget else [])])
                    if budgets is not None else _default_budgets(fit, budget))
-    for c in budget_list:
-        _positive_or_none("budgets", c)
-    target_list = (_unique([*np.atleast_1d(targets), *([target] if target else [])])
+    target_list = (_unique([*positives("targets", targets, allow_empty=False),
+                            *([target] if target else [])])
                    if targets is not None else _default_targets(target) if target else [])
 
     b = _Builder(dpi)
@@ -722,15 +741,9 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
 
 
 def _positive_or_none(name: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    return number
+    from ._validate import positive
+
+    return None if value is None else positive(name, value)
 
 
 # -- rendering -----------------------------------------------------------------------------
@@ -863,7 +876,7 @@ def report_format(path: str | PathLike[str]) -> str:
     try:
         return REPORT_SUFFIXES[path.suffix.lower()]
     except KeyError:
-        raise ValueError(f"report path {str(path)!r} must end in .html (one self-contained "
+        raise ArgumentError(f"report path {str(path)!r} must end in .html (one self-contained "
                          "file) or .md (Markdown plus a folder of PNGs)") from None
 
 
@@ -945,15 +958,13 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
     ValueError
         When the suffix is not .html/.htm/.md/.markdown or a number is not positive.
     """
-    target_path = Path(path)
+    from ._validate import output_path
+
+    target_path = output_path(path, overwrite=overwrite)
     kind = report_format(target_path)
     assets = assets_dir(target_path)
-    for existing in ([target_path] + ([assets] if kind == "markdown" else [])):
-        if existing.exists() and not overwrite:
-            raise FileExistsError(f"{str(existing)!r} exists; pass overwrite=True (CLI: --force) "
-                                  "to replace it")
-    if not target_path.parent.exists():
-        raise FileNotFoundError(f"directory {str(target_path.parent)!r} does not exist")
+    if kind == "markdown":
+        output_path(assets, overwrite=overwrite, name="figure folder", directory=True)
     report = build_report(fit, target=target, budget=budget, budgets=budgets, targets=targets,
                           prob=prob, backtest=backtest, title=title, dpi=dpi, plan=plan)
     from ._version import __version__

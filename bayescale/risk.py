@@ -39,7 +39,6 @@ has no allocation: the budget is all there is.
 from __future__ import annotations
 
 import math
-import threading
 import warnings
 from typing import TYPE_CHECKING
 
@@ -47,9 +46,10 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from ._validate import choice, is_scalar, positives, probabilities, probability, real
 from .discrepancy import discrepancy_shift
-from .exceptions import UnreachableTargetWarning
-from .forecast import KINDS, _positive_array, draw_rows, resolve_points, warn_if_extrapolating
+from .exceptions import ArgumentError, ExtrapolationWarning, UnreachableTargetWarning
+from .forecast import KINDS, draw_rows, resolve_points, warn_if_extrapolating
 
 if TYPE_CHECKING:
     from ._pointwise import Workspace
@@ -109,17 +109,7 @@ def _whole_nu(nu: np.ndarray | float) -> int | None:
 # -- shared pieces -------------------------------------------------------------------------
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def _check_prob(name: str, value: object) -> np.ndarray:
-    array = np.atleast_1d(np.asarray(value, dtype=np.float64))
-    bad = np.flatnonzero(~((array > 0) & (array < 1)))
-    if array.ndim != 1 or bad.size:
-        shown = value if array.ndim != 1 else float(array[bad[0]])
-        raise ValueError(f"{name} must be a probability strictly between 0 and 1, got {shown!r}")
-    return array
+    choice(name, value, choices)
 
 
 def _noise(fit: "ScalingFit") -> tuple[np.ndarray, np.ndarray | float | None]:
@@ -169,6 +159,11 @@ def _a_parameter(theta: dict[str, np.ndarray]) -> np.ndarray:
     return theta["sigma"] if "sigma" in theta else next(iter(theta.values()))
 
 
+def _nan_to_inf(mu: np.ndarray) -> np.ndarray:
+    """A NaN log loss comes from inf − inf in an overflowing draw: the loss is huge (inf)."""
+    return np.where(np.isnan(mu), np.inf, mu) if np.isnan(mu).any() else mu
+
+
 def _oracle_log_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_c: np.ndarray,
                      workspace: "Workspace | None" = None) -> np.ndarray:
     """The law's log loss with each draw at its own compute-optimal split (broadcasting)."""
@@ -191,13 +186,13 @@ def _points(fit: "ScalingFit", flops: object, params: object, tokens: object,
         return resolve_points(fit, flops=flops, params=params, tokens=tokens, inputs=inputs)
     if params is not None or tokens is not None:
         if mode == "oracle":
-            raise ValueError("mode='oracle' trains every draw at its own optimum; it cannot be "
+            raise ArgumentError("mode='oracle' trains every draw at its own optimum; it cannot be "
                              "combined with explicit params= and tokens=")
         return resolve_points(fit, flops=flops, params=params, tokens=tokens)
     if flops is None:
-        raise ValueError("give flops= (compute budgets in FLOPs) or params= and tokens=")
+        raise ArgumentError("give flops= (compute budgets in FLOPs) or params= and tokens=")
     if mode == "oracle" or not fit.law.splits_compute:
-        c = _positive_array("flops", flops)
+        c = positives("flops", flops)
         return pd.DataFrame({"flops": c, "params": np.nan, "tokens": np.nan})
     return resolve_points(fit, flops=flops)
 
@@ -225,21 +220,84 @@ def _mean_log_loss(fit: "ScalingFit", points: pd.DataFrame, mode: str) -> np.nda
     return _log_loss_rows(fit, draw_rows(fit), _point_log_inputs(points, mode))
 
 
-# ArviZ's ESS runs in the chunk threads; warnings.catch_warnings (ours and ArviZ's own) is
-# not thread-safe, and two at once can leave an "ignore" filter behind for good.
-_ESS_LOCK = threading.Lock()
+def ess_mean_rows(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """ArviZ's ESS of the mean (``az.ess(method="mean")``) for every row at once.
+
+    The same estimator as ``arviz_stats`` — split chains, FFT autocovariance, Geyer's initial
+    positive then initial monotone sequence — written over a leading axis of points instead
+    of ArviZ's Python loop over them; tested equal to ArviZ's. The reference for the compiled
+    kernel :func:`bayescale._ess.ess_mean_rows_compiled` that prob_below uses.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Per-draw values, shape (points, chains·draws), chain-major.
+    shape : (int, int)
+        (chains, draws).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (points,); NaN where ArviZ gives NaN (fewer than 4 draws, non-finite values).
+    """
+    from scipy.fft import next_fast_len
+
+    chains, draws = shape
+    points = values.shape[0]
+    if draws < 4 or points == 0:
+        return np.full(points, np.nan)
+    cube = values.reshape(points, chains, draws)
+    half = draws // 2
+    split = np.concatenate([cube[:, :, :half], cube[:, :, draws - half:]], axis=1)
+    m, n = split.shape[1], half
+    total = m * n
+    chain_mean = split.mean(axis=2)
+    centered = split - chain_mean[:, :, None]
+    size = next_fast_len(2 * n)
+    spectrum = np.fft.rfft(centered, n=size, axis=2)
+    spectrum *= np.conjugate(spectrum)
+    acov = np.fft.irfft(spectrum, n=size, axis=2)[:, :, :n] / n
+    mean_acov = acov.mean(axis=1)                                   # (points, n)
+    mean_var = mean_acov[:, 0] * n / (n - 1.0)
+    var_plus = mean_var * (n - 1.0) / n
+    if m > 1:
+        var_plus = var_plus + chain_mean.var(axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = 1.0 - (mean_var[:, None] - mean_acov) / var_plus[:, None]
+    rho[:, 0] = 1.0
+    # Pair sums P_k = rho[2k] + rho[2k+1]; ArviZ's loop visits k = 1..k_max while the previous
+    # pair is positive and stops at the first pair <= 0 (K); monotone: running minimum.
+    k_max = max(0, (n - 3) // 2)
+    pairs = rho[:, 0:2 * k_max + 2:2] + rho[:, 1:2 * k_max + 2:2]   # (points, k_max + 1)
+    stop = pairs[:, 1:] <= 0
+    first = (np.where(stop.any(axis=1), stop.argmax(axis=1) + 1, k_max) if k_max
+             else np.zeros(points, dtype=np.intp))
+    k_last = np.where(pairs[:, 0] > 0, first, 0)
+    rows = np.arange(points)
+    sums = np.concatenate([np.zeros((points, 1)),
+                           np.cumsum(np.minimum.accumulate(pairs, axis=1), axis=1)], axis=1)
+    rho_last = rho[rows, 2 * k_last]
+    pair_last = pairs[rows, k_last]
+    last = np.where(k_last == 0, 1.0,
+                    np.where((rho_last > 0) | (pair_last >= 0), rho_last, 0.0))
+    tau = np.maximum(-1.0 + 2.0 * sums[rows, k_last] + last, 1.0 / np.log10(total))
+    ess = total / tau
+    constant = (split.max(axis=(1, 2)) - split.min(axis=(1, 2))) < np.finfo(float).resolution
+    ess = np.where(constant, float(total), ess)
+    finite = np.isfinite(values).all(axis=1) & np.isfinite(var_plus)
+    return np.where(finite | constant, ess, np.nan)
 
 
 def _ess(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """ArviZ's ESS of the mean for each row of per-draw values (points, draws)."""
-    import arviz as az
+    """ArviZ's ESS of the mean for each row of per-draw values (points, draws).
 
-    chains, draws = shape
-    cube = values.reshape(values.shape[0], chains, draws)
-    with _ESS_LOCK, warnings.catch_warnings():   # the lock costs nothing: ESS holds the GIL
-        warnings.simplefilter("ignore", RuntimeWarning)  # constant rows give nan; handled
-        return np.asarray(az.ess(cube, method="mean", chain_axis=1, draw_axis=2),
-                          dtype=np.float64).reshape(-1)
+    The compiled kernel (:mod:`bayescale._ess`; numba, no GIL, lags computed only as far as
+    Geyer's sequence goes) is about 20x faster than :func:`ess_mean_rows` on 10,000 rows of
+    4,000 draws; both are ArviZ's estimator and tested equal to ``az.ess``.
+    """
+    from ._ess import ess_mean_rows_compiled  # numba: imported on first use
+
+    return ess_mean_rows_compiled(values, shape)
 
 
 def _summarise(fit: "ScalingFit", p: np.ndarray, mcse: str) -> tuple[np.ndarray, np.ndarray]:
@@ -269,12 +327,9 @@ def _mcse(fit: "ScalingFit", p: np.ndarray, mean: np.ndarray, sd: np.ndarray,
 
 
 def _target_scalar(target: object) -> float:
-    try:
-        value = float(target)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"target must be one loss value (a positive number), got {target!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"target must be a finite positive loss, got {target!r}")
+    value = real("target", target)
+    if value <= 0:
+        raise ArgumentError(f"target must be a finite positive loss, got {target!r}")
     return value
 
 
@@ -326,11 +381,11 @@ def prob_below(fit: "ScalingFit", target: float, flops: object = None, *, params
     target = _target_scalar(target)
     _check_choice("kind", kind, KINDS)
     _check_choice("mcse", mcse, MCSE_METHODS)
-    scalar = all(v is None or np.ndim(v) == 0 for v in (flops, params, tokens))
+    scalar = all(v is None or is_scalar(v) for v in (flops, params, tokens))
     points = _points(fit, flops, params, tokens, mode, inputs)
     warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
     log_target = math.log(target)
-    from ._pointwise import Workspace, map_point_chunks, noise_cdf_rows  # numba: on first use
+    from ._pointwise import map_point_chunks, noise_cdf_rows  # numba: on first use
 
     sigma, nu = _noise(fit)
     # The compiled pass covers normal noise and a shared whole-number ν (the default).
@@ -343,9 +398,11 @@ def prob_below(fit: "ScalingFit", target: float, flops: object = None, *, params
     def chunk_probs(part: slice, workspace: Workspace) -> tuple[np.ndarray, np.ndarray]:
         mu = _log_loss_rows(fit, theta, {name: x[part] for name, x in log_x.items()}, workspace)
         if not compiled:
-            return _summarise(fit, _prob_draws(fit, log_target, mu, kind), mcse)
+            return _summarise(fit, _prob_draws(fit, log_target, _nan_to_inf(mu), kind), mcse)
         p, mean, sd = noise_cdf_rows(mu, log_target, sigma, whole_nu,
                                      out=workspace.array("work", *mu.shape))
+        if np.isnan(mean).any():  # draws whose log loss overflowed: loss ≥ anything
+            return _summarise(fit, _prob_draws(fit, log_target, _nan_to_inf(mu), kind), mcse)
         return mean, _mcse(fit, p, mean, sd, mcse)
 
     chunks = map_point_chunks(chunk_probs, len(points), fit.n_draws)
@@ -420,13 +477,13 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object = 0.8, *,
     """
     _check_choice("mode", mode, MODES)
     _check_choice("kind", kind, KINDS)
-    scalar = np.ndim(target) == 0 and np.ndim(prob) == 0
-    targets = _positive_array("target", target)
-    probs = _check_prob("prob", prob)
+    scalar = is_scalar(target) and is_scalar(prob)
+    targets = positives("target", target)
+    probs = probabilities("prob", prob)
     try:
         targets, probs = np.broadcast_arrays(targets, probs)
     except ValueError:
-        raise ValueError(f"target has {targets.size} values and prob {probs.size}: give equally "
+        raise ArgumentError(f"target has {targets.size} values and prob {probs.size}: give equally "
                          "many (or one of either)") from None
     log_t = np.log(targets)
     limit = _prob_limit(fit, log_t, kind)
@@ -446,6 +503,13 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object = 0.8, *,
         hi = np.where(active & up, mid, hi)
         lo = np.where(active & ~up, mid, lo)
     flops = np.where(reachable, np.exp(hi), np.inf)
+    if done.any():
+        first = int(np.flatnonzero(done)[0])
+        warnings.warn(f"target loss {targets[first]:g} is reached with probability "
+                      f"{probs[first]:g} already at {math.exp(_SEARCH_LOG_FLOPS[0]):g} FLOP, the "
+                      "bottom of the search range: any budget reaches it, and the law was not "
+                      "fitted anywhere near that small; returning 1 FLOP",
+                      ExtrapolationWarning, stacklevel=3)
     for t in np.unique(targets[~reachable]):
         # One warning per target, at the lowest confidence it fails (higher ones fail too).
         worst = np.flatnonzero(~reachable & (targets == t))
@@ -532,10 +596,8 @@ def compute_distribution(fit: "ScalingFit", target: object, prob: float = 0.9) -
         when that quantile falls among unreachable draws) and ``p_unreachable`` (share of draws
         with E ≥ target, or beyond 1e300 FLOPs); ``attrs["prob"]``.
     """
-    prob = float(_check_prob("prob", prob)[0]) if np.ndim(prob) == 0 else None
-    if prob is None:
-        raise ValueError("prob must be one band level, e.g. 0.9")
-    targets = _positive_array("target", target)
+    prob = probability("prob", prob)
+    targets = positives("target", target)
     tail = (1.0 - prob) / 2.0
     rows = []
     for t in targets:
@@ -573,16 +635,17 @@ def risk_table(fit: "ScalingFit", targets: object, budgets: object, *, mode: str
         standard error in the grid, ESS-based).
     """
     _check_choice("kind", kind, KINDS)
-    targets = _positive_array("targets", targets)
+    targets = positives("targets", targets)
     points = _points(fit, budgets, None, None, mode)
     warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
-    mu = _mean_log_loss(fit, points, mode)
+    mu = _nan_to_inf(_mean_log_loss(fit, points, mode))
     values, mcse_max = [], 0.0
     for t in targets:
         mean, error = _summarise(fit, _prob_draws(fit, math.log(t), mu, kind), "ess")
         values.append(mean)
-        mcse_max = max(mcse_max, float(np.max(error)))
-    table = pd.DataFrame(values, index=pd.Index(targets, name="target"),
+        mcse_max = max(mcse_max, float(np.max(error, initial=0.0)))
+    table = pd.DataFrame(np.reshape(values, (len(targets), len(points))),
+                         index=pd.Index(targets, name="target"),
                          columns=pd.Index(points["flops"].to_numpy(), name="flops"))
     allocated = points["params"].notna().all()
     table.attrs.update({"mode": mode, "kind": kind, "law": fit.law.name, "mcse_max": mcse_max,

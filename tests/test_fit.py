@@ -94,7 +94,7 @@ def test_forecast_bad_input(chinchilla_fit):
         chinchilla_fit.forecast(params=1e9)
     with pytest.raises(ValueError, match="not both"):
         chinchilla_fit.forecast(flops=1e20, params=1e9, tokens=1e10)
-    with pytest.raises(ValueError, match="prob must be in"):
+    with pytest.raises(ValueError, match="prob must be a probability strictly between 0 and 1"):
         chinchilla_fit.forecast(flops=1e20, prob=90)
     with pytest.raises(ValueError, match="kind must be one of"):
         chinchilla_fit.forecast(flops=1e20, kind="median")
