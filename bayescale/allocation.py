@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .discrepancy import discrepancy_shift
 from .exceptions import ExtrapolationWarning, ModelMismatchError
 from .forecast import _positive_array
 from .risk import _check_prob, prob_below
@@ -70,8 +71,11 @@ def optimal_allocation_draws(fit: "ScalingFit", flops: object) -> dict[str, np.n
     theta = fit.theta(expand=True)
     log_n = fit.law.optimal_log_params(theta, fit.reference, log_c)
     log_d = log_c - _LOG6 - log_n
-    log_loss = fit.law.log_loss(theta, {"params": log_n, "tokens": log_d, "flops": log_c},
-                                fit.reference, np)
+    log_x = {"params": log_n, "tokens": log_d, "flops": log_c}
+    log_loss = fit.law.log_loss(theta, log_x, fit.reference, np)
+    shift = discrepancy_shift(fit, log_x, theta["sigma"], theta, log_loss)
+    if shift is not None:
+        log_loss = log_loss + shift
     return {"params": np.exp(log_n), "tokens": np.exp(log_d),
             "tokens_per_param": np.exp(log_d - log_n), "loss": np.exp(log_loss)}
 
@@ -96,7 +100,9 @@ def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9) -> p
     pandas.DataFrame
         Column ``flops`` and, each as ``*_median``, ``*_lower``, ``*_upper``: ``params`` (N,
         parameters), ``tokens`` (D, training tokens), ``tokens_per_param`` (D/N) and ``loss``
-        (the law's expected loss at the optimum, no run-to-run noise). ``attrs["prob"]``.
+        (the law's expected loss at the optimum: parameter uncertainty and the law's own
+        error past the fitted range, the discrepancy; no run-to-run noise).
+        ``attrs["prob"]``. The split itself is the law's optimum per draw (δ does not move it).
 
     Warns
     -----
@@ -142,9 +148,13 @@ def _optimal_summary(fit: "ScalingFit", flops: np.ndarray, levels: np.ndarray) -
         rows = part.stop - part.start
         log_n = law.optimal_log_params(theta, fit.reference, log_c[part])
         log_d = log_c[part] - _LOG6 - log_n
-        loss = law.loss(theta, {"params": log_n, "tokens": log_d, "flops": log_c[part]},
-                        fit.reference, out=workspace.array("loss", rows, fit.n_draws),
+        log_x = {"params": log_n, "tokens": log_d, "flops": log_c[part]}
+        loss = law.loss(theta, log_x, fit.reference, out=workspace.array("loss", rows, fit.n_draws),
                         work=workspace.array("work", rows, fit.n_draws))
+        shift = (None if getattr(fit, "discrepancy", None) is None else
+                 discrepancy_shift(fit, log_x, theta["sigma"], theta, np.log(loss)))
+        if shift is not None:
+            loss *= np.exp(shift, out=shift)
         return np.column_stack([row_quantiles(np.exp(log_n, out=log_n), levels),
                                 row_quantiles(loss, levels)])
 

@@ -220,9 +220,9 @@ def split_runs(runs: Runs, *, cutoff_flops: float | None = None,
     frac = 0.2 if holdout_frac is None else float(holdout_frac)
     if not 0.0 < frac < 1.0:
         raise ValueError(f"holdout_frac must be in (0, 1), got {holdout_frac!r}")
-    n_test = max(1, round(frac * len(runs)))
-    threshold = np.sort(flops)[len(runs) - n_test]
-    return flops >= threshold
+    from .discrepancy import top_compute_mask
+
+    return top_compute_mask(flops, frac)
 
 
 # -- the backtest --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from ._protocols import ModelLike
     from .budget import Hardware
+    from .discrepancy import Discrepancy
 
 __all__ = ["ScalingFit", "Diagnostics", "load_fit", "RHAT_MAX", "ESS_MIN"]
 
@@ -103,6 +104,10 @@ class ScalingFit:
         Sampler statistics (divergences, tree depth, step size) with dims (chain, draw).
     settings : dict
         draws, tune, chains, sampler, random_seed and wall-clock seconds.
+    discrepancy : Discrepancy or None
+        The law's own error past the fitted range, added to every forecast
+        (:mod:`bayescale.discrepancy`); None for fits saved by bayescale 0.1.0, whose
+        forecasts are law + run-to-run noise only.
     """
 
     law: ScalingLaw
@@ -113,6 +118,7 @@ class ScalingFit:
     posterior: xr.Dataset
     sample_stats: xr.Dataset
     settings: dict[str, Any]
+    discrepancy: "Discrepancy | None" = None
 
     # -- construction ------------------------------------------------------------------
 
@@ -129,15 +135,29 @@ class ScalingFit:
                 stats[name] = raw_stats[raw_name].astype(bool if name == "diverging" else np.float64)
         sample_stats = xr.Dataset(stats)
         sample_stats = sample_stats.drop_vars([c for c in sample_stats.coords if c not in ("chain", "draw")])
-        return cls(law=model.law, priors=dict(model.priors), likelihood=model.likelihood,
-                   runs=runs, reference=model.law.reference(runs), posterior=posterior,
-                   sample_stats=sample_stats, settings=dict(settings))
+        from .discrepancy import default_discrepancy, learned_discrepancy
+
+        fit = cls(law=model.law, priors=dict(model.priors), likelihood=model.likelihood,
+                  runs=runs, reference=model.law.reference(runs), posterior=posterior,
+                  sample_stats=sample_stats, settings=dict(settings))
+        # The law's error past the fitted range, learned from the runs (rolling origin)
+        # under the corpus prior: every forecast of the fit carries it.
+        try:
+            discrepancy = learned_discrepancy(fit)
+        except Exception as exc:  # a failed inner backtest must not lose the posterior
+            discrepancy = replace(default_discrepancy(runs),
+                                  source=f"corpus prior median (learning failed: {exc})")
+        return replace(fit, discrepancy=discrepancy)
 
     def __repr__(self) -> str:
         s = self.settings
         return (f"ScalingFit(law={self.law.name!r}, likelihood={self.likelihood!r}, "
                 f"runs={len(self.runs)}, chains={s['chains']}, draws={s['draws']}, "
                 f"seed={s['random_seed']})")
+
+    def with_discrepancy(self, discrepancy: "Discrepancy | None") -> "ScalingFit":
+        """The same posterior with another discrepancy (None: law + noise only, as 0.1.0)."""
+        return replace(self, discrepancy=discrepancy)
 
     # -- draws -------------------------------------------------------------------------
 
@@ -291,8 +311,11 @@ class ScalingFit:
         prob : float
             Mass of the central (equal-tailed) band, e.g. 0.9 for 5%–95%.
         kind : {"observed", "mean"}
-            ``"observed"``: the loss one training run would measure (includes run-to-run
-            noise). ``"mean"``: the law's expected loss (parameter uncertainty only).
+            ``"observed"``: the loss one training run would measure: the posterior's
+            parameter uncertainty, the law's own error past the fitted range (the
+            discrepancy, :mod:`bayescale.discrepancy`; zero inside the range) and run-to-run
+            noise. ``"mean"``: the law's expected loss: parameter uncertainty and the
+            discrepancy, no run-to-run noise.
         random_seed : int, optional
             Seed for the noise draws of ``kind="observed"``; defaults to the fit's seed so the
             same fit always gives the same table.

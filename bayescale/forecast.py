@@ -3,12 +3,13 @@
 Tables over many points are summarised chunk by chunk on every core
 (:mod:`bayescale._pointwise`), so 10,000 budgets × 4,000 draws never sit in memory at once.
 
-Two kinds of band:
+Two kinds of band (the predictive of :mod:`bayescale.discrepancy`,
+log L_obs = law(θ; x) + δ(x) + ε):
 
-- ``kind="mean"``: uncertainty about the law itself — where the expected loss of a run at
-  that scale lies.
-- ``kind="observed"``: what one actual training run would measure — the law's uncertainty
-  plus run-to-run noise (the likelihood's σ, and ν for Student-t).
+- ``kind="mean"``: the law's expected loss — the posterior's parameter uncertainty plus the
+  law's own error past the fitted range (the discrepancy δ, zero inside the range).
+- ``kind="observed"``: what one actual training run would measure — the above plus
+  run-to-run noise ε (the likelihood's σ, and ν for Student-t).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .data import declared_inputs
+from .discrepancy import discrepancy_shift
 from .exceptions import ExtrapolationWarning, ModelMismatchError
 
 if TYPE_CHECKING:
@@ -207,7 +209,13 @@ def loss_draws(fit: "ScalingFit", points: pd.DataFrame, kind: str = "observed",
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     _check_inputs(fit, points)
-    loss = fit.law.loss(fit.theta(expand=True), _log_inputs(points), fit.reference)
+    theta = fit.theta(expand=True)
+    log_x = _log_inputs(points)
+    loss = fit.law.loss(theta, log_x, fit.reference)
+    if getattr(fit, "discrepancy", None) is not None:
+        shift = discrepancy_shift(fit, log_x, theta["sigma"], theta, np.log(loss))
+        if shift is not None:
+            loss *= np.exp(shift)
     if kind == "observed":
         loss *= noise_factors(fit, _noise_rng(fit, random_seed))[:, None]
     return loss
@@ -220,8 +228,9 @@ def warn_if_extrapolating(fit: "ScalingFit", flops: np.ndarray, stacklevel: int 
     if decades > EXTRAPOLATION_DECADES:
         warnings.warn(
             f"forecasting {decades:.1f} decades of compute past the largest run "
-            f"({largest:.3g} FLOPs); the bands assume the law holds that far, which the data "
-            "cannot check", ExtrapolationWarning, stacklevel=stacklevel)
+            f"({largest:.3g} FLOPs); the bands' allowance for the law's own error there is "
+            "extrapolated from errors at shorter distances, which the data cannot check",
+            ExtrapolationWarning, stacklevel=stacklevel)
 
 
 def forecast_table(fit: "ScalingFit", flops: object = None, params: object = None,
@@ -251,6 +260,11 @@ def forecast_table(fit: "ScalingFit", flops: object = None, params: object = Non
         loss = fit.law.loss(theta, {name: x[part] for name, x in log_x.items()}, fit.reference,
                             out=workspace.array("loss", rows, fit.n_draws),
                             work=workspace.array("work", rows, fit.n_draws))
+        if getattr(fit, "discrepancy", None) is not None:
+            part_x = {name: x[part] for name, x in log_x.items()}
+            shift = discrepancy_shift(fit, part_x, theta["sigma"], theta, np.log(loss))
+            if shift is not None:
+                loss *= np.exp(shift, out=shift)
         if factors is not None:
             loss *= factors
         return np.column_stack([loss.mean(axis=1), row_quantiles(loss, levels)])

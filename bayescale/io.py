@@ -103,6 +103,9 @@ def _to_tree(fit: FitLike) -> xr.DataTree:
         "settings": json.dumps(fit.settings, sort_keys=True),
         "runs_source": fit.runs.source,
     }
+    if getattr(fit, "discrepancy", None) is not None:
+        # Optional: files without it (bayescale 0.1.0) load with no discrepancy.
+        attrs["discrepancy"] = json.dumps(fit.discrepancy.to_dict(), sort_keys=True)
     attrs["bayescale_version"] = __version__
     groups = {"posterior": fit.posterior, "sample_stats": fit.sample_stats,
               "observed_data": observed}
@@ -167,6 +170,11 @@ def read_fit(path: str | PathLike[str]) -> dict[str, Any]:
         posterior = tree["posterior"].to_dataset()
         sample_stats = tree["sample_stats"].to_dataset()
         likelihood = str(attrs["likelihood"])
+        discrepancy = None
+        if "discrepancy" in attrs:
+            from .discrepancy import Discrepancy
+
+            discrepancy = Discrepancy.from_dict(json.loads(attrs["discrepancy"]))
         # Files written before checksums were added have none; they load unchecked.
         if "checksum" in attrs and attrs["checksum"] != _checksum(
                 dict(attrs), {"posterior": posterior, "sample_stats": sample_stats,
@@ -177,4 +185,4 @@ def read_fit(path: str | PathLike[str]) -> dict[str, Any]:
         raise FitFileError(f"{str(source)!r} is damaged or incomplete: {exc}") from exc
     return {"law": law, "priors": priors, "likelihood": likelihood, "runs": runs,
             "reference": reference, "posterior": posterior, "sample_stats": sample_stats,
-            "settings": settings}
+            "settings": settings, "discrepancy": discrepancy}

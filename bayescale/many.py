@@ -986,7 +986,7 @@ class FitCollection(Mapping):
             index = {"format": _INDEX_FORMAT, "version": _INDEX_VERSION, "by": self.by,
                      "settings": _json_safe(self.settings), "groups": entries,
                      "info": _json_safe(self.info[columns].to_dict(orient="list"))}
-            from . import __version__
+            from ._version import __version__
 
             index["bayescale_version"] = __version__
             with open(staging / INDEX_NAME, "w", encoding="utf-8") as handle:

@@ -58,7 +58,7 @@ from .exceptions import ModelMismatchError
 from .forecast import loss_draws, resolve_points
 
 if TYPE_CHECKING:
-    from .fit import ScalingFit
+    from ._protocols import FitLike
 
 __all__ = ["OBJECTIVES", "plan_runs", "default_candidates", "objective_draws",
            "reweighted_objective", "pilot_log_likelihood", "PlanWarning"]
@@ -94,11 +94,11 @@ def _positive(name: str, value: object) -> float:
     return number
 
 
-def _has_split(fit: "ScalingFit") -> bool:
+def _has_split(fit: "FitLike") -> bool:
     return "params" in fit.law.inputs and "tokens" in fit.law.inputs
 
 
-def default_candidates(fit: "ScalingFit", budget: float, grid_size: int = 12) -> pd.DataFrame:
+def default_candidates(fit: "FitLike", budget: float, grid_size: int = 12) -> pd.DataFrame:
     """A log-spaced grid of pilot runs cheaper than ``budget`` FLOPs, within sensible range.
 
     For a law of N and D: ``grid_size`` model sizes from the smallest trained N to 10x the
@@ -135,7 +135,7 @@ def default_candidates(fit: "ScalingFit", budget: float, grid_size: int = 12) ->
                          "cost": c[keep]})
 
 
-def _pool(fit: "ScalingFit", candidates: object) -> pd.DataFrame:
+def _pool(fit: "FitLike", candidates: object) -> pd.DataFrame:
     """Validate a user's pool of runnable experiments; fill flops (6·N·D) and cost (flops)."""
     if not isinstance(candidates, pd.DataFrame):
         raise TypeError("candidates must be a pandas DataFrame with columns params and tokens "
@@ -172,7 +172,7 @@ def _pool(fit: "ScalingFit", candidates: object) -> pd.DataFrame:
 
 # -- per-draw pieces -----------------------------------------------------------------------
 
-def objective_draws(fit: "ScalingFit", objective: str, target_flops: float,
+def objective_draws(fit: "FitLike", objective: str, target_flops: float,
                     target: float | None = None, random_seed: int = 0,
                     replicates: int = 64, kind: str = "observed") -> tuple[np.ndarray, pd.DataFrame]:
     """The per-draw quantity whose uncertainty the objective measures, shape (draws,).
@@ -203,7 +203,7 @@ def objective_draws(fit: "ScalingFit", objective: str, target_flops: float,
     return optimal_allocation_draws(fit, [target_flops])["tokens_per_param"][:, 0], point
 
 
-def _noise_terms(fit: "ScalingFit") -> dict[str, np.ndarray | bool]:
+def _noise_terms(fit: "FitLike") -> dict[str, np.ndarray | bool]:
     """Per-draw pieces of the fit's likelihood on log loss (see :func:`pilot_log_likelihood`)."""
     from scipy.special import gammaln
 
@@ -221,7 +221,7 @@ def _noise_terms(fit: "ScalingFit") -> dict[str, np.ndarray | bool]:
             "log_norm": log_norm}
 
 
-def pilot_log_likelihood(fit: "ScalingFit", mu: np.ndarray, log_y: np.ndarray) -> np.ndarray:
+def pilot_log_likelihood(fit: "FitLike", mu: np.ndarray, log_y: np.ndarray) -> np.ndarray:
     """log p(log y | θ_i) of a measured log loss under each draw: the fit's own likelihood.
 
     Parameters
@@ -263,7 +263,7 @@ def reweighted_objective(log_weights: np.ndarray, values: np.ndarray, objective:
     return float(high - low)
 
 
-def _log_law_at(fit: "ScalingFit", pool: pd.DataFrame) -> np.ndarray:
+def _log_law_at(fit: "FitLike", pool: pd.DataFrame) -> np.ndarray:
     """The law's log loss at each candidate, per draw: shape (candidates, draws)."""
     log_x = {name: np.log(pool[name].to_numpy(dtype=np.float64))[:, None]
              for name in ("params", "tokens", "flops")}
@@ -271,14 +271,14 @@ def _log_law_at(fit: "ScalingFit", pool: pd.DataFrame) -> np.ndarray:
     return np.ascontiguousarray(fit.law.log_loss(theta, log_x, fit.reference, np))
 
 
-def _simulate(fit: "ScalingFit", pool: pd.DataFrame, rows: np.ndarray, seed: int) -> np.ndarray:
+def _simulate(fit: "FitLike", pool: pd.DataFrame, rows: np.ndarray, seed: int) -> np.ndarray:
     """Simulated log loss of each pilot at draws ``rows``, shape (candidates, outcomes)."""
     simulated = loss_draws(fit, pool[["flops", "params", "tokens"]], kind="observed",
                            random_seed=seed)
     return np.ascontiguousarray(np.log(simulated[rows, :]).T)
 
 
-def _expected_objectives(fit: "ScalingFit", mu: np.ndarray, outcomes: np.ndarray,
+def _expected_objectives(fit: "FitLike", mu: np.ndarray, outcomes: np.ndarray,
                          base: np.ndarray, values: np.ndarray, objective: str,
                          prob: float) -> tuple[np.ndarray, np.ndarray]:
     """Objective and ESS per (candidate, outcome) under the pilot's (and earlier picks')
@@ -316,7 +316,7 @@ def _expected_objectives(fit: "ScalingFit", mu: np.ndarray, outcomes: np.ndarray
 
 # -- the planner ---------------------------------------------------------------------------
 
-def plan_runs(fit: "ScalingFit", target_flops: float, candidates: pd.DataFrame | None = None,
+def plan_runs(fit: "FitLike", target_flops: float, candidates: pd.DataFrame | None = None,
               budget: float | None = None, objective: str = "band", k: int = 1, *,
               target: float | None = None, prob: float = 0.9, kind: str = "observed",
               greedy: str = "best", n_outcomes: int = 100, grid_size: int = 12,

@@ -201,6 +201,44 @@ def headline(fit: "ScalingFit", target: float | None = None, budget: float | Non
     return text[0].upper() + text[1:] + "."
 
 
+def trust_line(fit: "ScalingFit", flops: float, prob: float = 0.9) -> str:
+    """How far to trust a forecast at ``flops``: its extrapolation ratio and the share of the
+    band that is the law's own error (the discrepancy δ, see :mod:`bayescale.discrepancy`).
+
+    The ratio is 10^d, d the decades past the largest fitted compute, N or D (the budget
+    trained at the posterior-median split); the share is 1 − (w₀ / w)², w and w₀ the widths
+    (log upper/lower) of the ``prob`` band of one run's loss with and without δ: roughly the
+    part of the band's variance that comes from the law being wrong past the data.
+    """
+    from .forecast import resolve_points
+
+    point = resolve_points(fit, flops=[flops])
+    discrepancy = getattr(fit, "discrepancy", None)
+    log_x = {n: np.log(point[n].to_numpy(dtype=np.float64)) for n in ("flops", "params", "tokens")
+             if point[n].notna().all()}
+    if discrepancy is None:
+        from .discrepancy import distance_decades, fitted_log_max
+
+        decades = float(distance_decades(log_x, fitted_log_max(fit.runs))[0])
+    else:
+        decades = float(discrepancy.distance(log_x)[0])
+    if decades <= 0:
+        return "inside the fitted range (the runs check the law here)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wide = fit.forecast(flops=[flops], prob=prob)
+        narrow = fit.with_discrepancy(None).forecast(flops=[flops], prob=prob)
+    w = float(np.log(wide["loss_upper"] / wide["loss_lower"]).iloc[0])
+    w0 = float(np.log(narrow["loss_upper"] / narrow["loss_lower"]).iloc[0])
+    share = 0.0 if w <= 0 else max(0.0, 1.0 - (w0 / w) ** 2)
+    ratio = float(flops) / float(fit.runs.frame["flops"].max())
+    where = f"{ratio:.3g}x the largest run's compute"
+    if 10 ** decades > 1.05 * max(ratio, 1.0):
+        where += f", {10 ** decades:.3g}x past the fitted N or D"
+    return (f"{where}; discrepancy {100 * share:.0f}% of the {100 * prob:.0f}% band "
+            "(the law's own error past the data)")
+
+
 def _budget_headline(fit: "ScalingFit", target: float | None, budget: Any, prob: float) -> str:
     """The headline in the budget's units: ``"P(loss ≤ 2.05 for $5M) = 0.83; 80% confidence
     needs $3.1M, 41 days on 1,024 chips."`` and what the budget buys."""
@@ -391,10 +429,14 @@ def _forecast_section(b: _Builder, fit: "ScalingFit", budgets: list[float]) -> N
         row["50% band"] = _fmt_band(narrow["loss_lower"].iloc[i], narrow["loss_upper"].iloc[i])
         row["90% band (one run)"] = _fmt_band(wide["loss_lower"].iloc[i], wide["loss_upper"].iloc[i])
         row["90% band (law's mean)"] = _fmt_band(mean["loss_lower"].iloc[i], mean["loss_upper"].iloc[i])
+        row["how far to trust this"] = trust_line(fit, c)
         rows.append(row)
     split = (" Each budget is trained at the posterior-median compute-optimal N and D."
              if fit.law.splits_compute else "")
-    b.table(pd.DataFrame(rows), "Forecast loss (nats/token) at each budget." + split)
+    b.table(pd.DataFrame(rows), "Forecast loss (nats/token) at each budget." + split
+            + " Bands contain the posterior's uncertainty, the law's own error past the fitted"
+            " range (growing with the distance, its scale learned from held-out errors) and,"
+            " for one run, run-to-run noise.")
 
 
 def _risk_section(b: _Builder, fit: "ScalingFit", target: float, budgets: list[float],

@@ -12,14 +12,17 @@ The questions a lead asks before paying for a training run:
 Definitions
 -----------
 A run trained with compute C measures the log loss ``log L_obs = mu_s(C) + sigma_s·eps``, where
-``mu_s`` is the law's log loss under posterior draw ``s`` and ``eps`` is the likelihood's noise
-(Student-t with ``nu_s`` degrees of freedom, or standard normal). Given the draws this is exact,
-no Monte Carlo over the noise::
+``mu_s`` is the law's log loss under posterior draw ``s`` plus that draw's discrepancy δ_s(C)
+(the law's own error past the fitted range, one standard normal per draw:
+:mod:`bayescale.discrepancy`; zero inside the range and for fits saved without one) and
+``eps`` is the likelihood's noise (Student-t with ``nu_s`` degrees of freedom, or standard
+normal). Given the draws this is exact, no Monte Carlo over the noise::
 
     P(L_obs ≤ target) = mean over draws s of F((log target − mu_s(C)) / sigma_s)
 
 with F the noise CDF. ``kind="mean"`` drops the noise: the fraction of draws whose expected
-loss is ≤ target.
+loss (law + δ) is ≤ target. With the default ("improvement") discrepancy every draw's loss
+still falls with compute, so P rises with the budget and compute_to_reach's bisection holds.
 
 Where the run sits in (N, D) for a law of both (``mode``):
 
@@ -44,6 +47,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from .discrepancy import discrepancy_shift
 from .exceptions import UnreachableTargetWarning
 from .forecast import KINDS, _positive_array, draw_rows, resolve_points, warn_if_extrapolating
 
@@ -151,8 +155,18 @@ def _log_of_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_x: dict[st
     loss = fit.law.loss(theta, log_x, fit.reference, **buffers)
     # L beyond 1e308 (L > 0, so its max tells): only log-sum-exp keeps the value finite.
     if loss.size and math.isinf(loss.max()):
-        return fit.law.log_loss(theta, log_x, fit.reference, np)
-    return np.log(loss, out=loss)
+        log_loss = fit.law.log_loss(theta, log_x, fit.reference, np)
+    else:
+        log_loss = np.log(loss, out=loss)
+    shift = discrepancy_shift(fit, log_x, _a_parameter(theta), theta, log_loss)
+    if shift is not None:
+        log_loss += shift
+    return log_loss
+
+
+def _a_parameter(theta: dict[str, np.ndarray]) -> np.ndarray:
+    """One parameter array: its shape says how the draws lie."""
+    return theta["sigma"] if "sigma" in theta else next(iter(theta.values()))
 
 
 def _oracle_log_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_c: np.ndarray,
@@ -355,7 +369,14 @@ def _prob_at_log_flops(fit: "ScalingFit", log_targets: np.ndarray, log_c: np.nda
 
 def _prob_limit(fit: "ScalingFit", log_targets: np.ndarray, kind: str) -> np.ndarray:
     """P(loss ≤ target) with unlimited compute: the law's loss falls to E in every draw."""
-    log_e = fit.law.log_e(draw_rows(fit), fit.reference, np)
+    theta = draw_rows(fit)
+    log_e = fit.law.log_e(theta, fit.reference, np)
+    # δ at unlimited compute: its value at the distance cap.
+    far = {"params": np.array(300.0), "tokens": np.array(300.0)}   # e^300: as if unlimited
+    far["flops"] = np.array(_LOG6 + 600.0)
+    shift = discrepancy_shift(fit, far, theta["sigma"], theta, log_e)
+    if shift is not None:
+        log_e = log_e + shift
     if kind == "mean":
         return (log_e < log_targets[:, None]).mean(axis=1)
     return _prob_draws(fit, log_targets[:, None], log_e, kind).mean(axis=1)
@@ -493,9 +514,9 @@ def compute_to_target_draws(fit: "ScalingFit", target: float) -> np.ndarray:
 def compute_distribution(fit: "ScalingFit", target: object, prob: float = 0.9) -> pd.DataFrame:
     """Posterior distribution of the compute needed to reach each target.
 
-    Per draw: the budget at which the law's expected loss, trained compute-optimally, reaches
-    the target (:func:`compute_to_target_draws`); quantiles treat unreachable draws as
-    infinite compute.
+    Per draw: the budget at which the law's expected loss (with the draw's discrepancy δ),
+    trained compute-optimally, reaches the target (:func:`compute_to_target_draws`);
+    quantiles treat unreachable draws as infinite compute.
 
     Parameters
     ----------

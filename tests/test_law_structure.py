@@ -158,3 +158,14 @@ def test_a_numeric_split_needs_the_laws_extra_inputs():
     with pytest.raises(bs.ModelMismatchError, match="holds widgets fixed"):
         law.optimal_log_params(theta, ref, np.log(1e21))
     assert np.isfinite(law.optimal_log_params(theta, ref, np.log(1e21), {"widgets": np.log(1e9)}))
+
+
+def test_cli_law_choices_and_input_columns_come_from_the_declarations(capsys):
+    from bayescale.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = capsys.readouterr().out
+    choices = text.split("--law {", 1)[1].split("}", 1)[0].split(",")
+    assert choices == bs.available_laws()
+    assert "--widgets-col" in text  # the input declared at the top of this file

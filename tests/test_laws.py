@@ -67,7 +67,7 @@ def test_get_law():
     assert isinstance(bs.get_law("Chinchilla"), ChinchillaLaw)
     assert {"chinchilla", "compute"} <= set(bs.available_laws())
     assert bs.available_laws() == sorted(bs.available_laws())
-    with pytest.raises(ValueError, match=r"unknown law 'no-such-law'; available: \['chinchilla', "):
+    with pytest.raises(ValueError, match=r"unknown law 'no-such-law'; available: \[.*'chinchilla', "):
         bs.get_law("no-such-law")
 
 

@@ -1,0 +1,409 @@
+"""Model discrepancy: how wrong the law itself gets past the fitted range (numpy only).
+
+The predictive of a fit (see the design's "The predictive")::
+
+    log L_obs(x) = law(θ; x) + δ(x) + ε
+
+- ``law(θ; x)``: the law's log loss under a posterior draw θ (parameter uncertainty);
+- ``δ(x)``: the law's own error, zero inside the fitted range and growing with the distance
+  past it (below), z ~ Normal(0, 1) times a learned scale τ;
+- ``ε``: run-to-run noise (the likelihood's σ and ν).
+
+One z per posterior draw, shared by every point, the same device as the noise factors of
+:func:`bayescale.forecast.noise_factors`: each point's marginal is exact, a band along a
+curve is smooth, and a draw's law + δ stays one curve, so P(L ≤ target) given the draws
+stays a closed-form mean of noise CDFs. ``z`` is drawn from a generator seeded by the fit's
+seed, so a saved and loaded fit forecasts the same numbers.
+
+The default form is ``"improvement"``: δ = z·τ·(law at the edge of the fitted range − law
+at x), in log loss, with z·τ ≤ 1: the improvement the law promises past the data is off by
+a factor 1 − z·τ. It is zero inside the range, grows with the distance past it and stops
+growing where the law flattens (at E); every draw's loss still falls with compute. The
+``"distance"`` form, δ = z·τ·d^power (d in decades), was the other candidate.
+
+The scale τ is learned, not set: each fit learns it (:func:`learned_discrepancy`) from
+backtests inside its own runs (rolling origin: fit below an inner cutoff, forecast above)
+under a prior whose median and spread come from an empirical-Bayes fit over a corpus of
+published scaling studies (``benchmarks/bench_calibration.py``, evaluated
+leave-one-study-out). The discrepancy is stored with the fit. A fit without one (saved by
+bayescale 0.1.0, or ``fit.with_discrepancy(None)``) forecasts exactly as before: law + ε.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
+    from .data import Runs
+
+__all__ = ["Discrepancy", "distance_decades", "default_discrepancy", "learned_discrepancy",
+           "rolling_origin_errors", "tau_log_likelihood", "learn_tau", "discrepancy_normals",
+           "discrepancy_shift", "fitted_log_max", "DEFAULT_TAU", "DEFAULT_PRIOR_SD",
+           "DEFAULT_POWER", "DEFAULT_CAP_DECADES", "DISTANCE_INPUTS", "TAU_GRID"]
+
+_LN10 = math.log(10.0)
+#: Inputs whose fitted range a forecast can leave.
+DISTANCE_INPUTS = ("flops", "params", "tokens")
+#: Median of the prior on τ (the "improvement" form: sd of δ as a share of the law's predicted
+#: fall past the data), learned by empirical Bayes over six published studies with
+#: benchmarks/bench_calibration.py (calibration_corpus.json, "prior_improvement").
+DEFAULT_TAU = 0.39
+#: sd of the prior on log τ, learned with DEFAULT_TAU (from the candidates 0.5, 1, 2).
+DEFAULT_PRIOR_SD = 0.5
+#: δ's sd grows as distance**power (1: linear trend error; 0.5: a random walk in log C).
+DEFAULT_POWER = 1.0
+#: ``"improvement"``: δ = z·τ·(the law's predicted fall in log loss from the edge of the
+#: fitted range to x), so the law's promised improvement past the data is off by a factor
+#: 1 − z·τ (floored at 0: a draw never gets worse with more compute). ``"distance"``:
+#: δ = z·τ·min(d, cap)^power in decades d past the range.
+FORMS = ("improvement", "distance")
+DEFAULT_FORM = "improvement"
+#: Past this many decades δ stops growing (the search ranges of compute_to_reach reach 1e50
+#: FLOPs; an unbounded δ would make every target a coin flip there).
+DEFAULT_CAP_DECADES = 3.0
+# Salt of the generator of z, so that z is independent of the noise draws of the same seed.
+_SALT = 0x5CA1E
+
+
+def distance_decades(log_x: Mapping[str, np.ndarray], log_max: Mapping[str, float]) -> np.ndarray:
+    """Decades past the fitted range: max over inputs of log10(x / largest fitted x), ≥ 0.
+
+    Parameters
+    ----------
+    log_x : mapping of str to array
+        Natural logs of the inputs (``flops``, ``params``, ``tokens``), broadcasting together.
+    log_max : mapping of str to float
+        Natural log of the largest fitted value of each input; inputs missing from either
+        mapping (or NaN) are ignored.
+
+    Returns
+    -------
+    numpy.ndarray
+        Distance in decades (0 inside the fitted range), the broadcast shape of ``log_x``.
+    """
+    result: np.ndarray | float = 0.0
+    for name in DISTANCE_INPUTS:
+        if name in log_x and name in log_max and math.isfinite(log_max[name]):
+            result = np.maximum(result, (np.asarray(log_x[name], dtype=np.float64)
+                                         - log_max[name]) / _LN10)
+    return np.maximum(np.asarray(result, dtype=np.float64), 0.0)
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """The law's error past the fitted range: sd of δ = τ·min(d, cap)^power in log loss.
+
+    Attributes
+    ----------
+    tau : float
+        sd of log loss at one decade past the fitted range (0.01 ≈ 1%).
+    log_max : dict of str to float
+        Natural log of the largest fitted flops (and params, tokens) of the runs.
+    power : float
+        Growth with distance: 1 linear, 0.5 like a random walk.
+    cap_decades : float
+        Distance past which δ stops growing.
+    source : str
+        How ``tau`` was learned.
+    """
+
+    tau: float
+    log_max: dict[str, float] = field(default_factory=dict)
+    form: str = DEFAULT_FORM
+    power: float = DEFAULT_POWER
+    cap_decades: float = DEFAULT_CAP_DECADES
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("tau", "power", "cap_decades"):
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"Discrepancy.{name} must be a finite number >= 0, got "
+                                 f"{getattr(self, name)!r}")
+        if self.power <= 0:
+            raise ValueError(f"Discrepancy.power must be > 0, got {self.power!r}")
+        if self.form not in FORMS:
+            raise ValueError(f"Discrepancy.form must be one of {FORMS}, got {self.form!r}")
+
+    def distance(self, log_x: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Decades past the fitted range at natural-log inputs ``log_x``."""
+        return distance_decades(log_x, self.log_max)
+
+    def sd(self, log_x: Mapping[str, np.ndarray]) -> np.ndarray:
+        """sd of δ (log loss) at natural-log inputs ``log_x``; 0 inside the fitted range."""
+        d = np.minimum(self.distance(log_x), self.cap_decades)
+        return self.tau * d**self.power
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tau": float(self.tau), "log_max": {k: float(v) for k, v in self.log_max.items()},
+                "form": self.form, "power": float(self.power), "cap_decades": float(self.cap_decades),
+                "source": self.source}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "Discrepancy":
+        return cls(tau=float(values["tau"]),
+                   log_max={k: float(v) for k, v in dict(values.get("log_max", {})).items()},
+                   form=str(values.get("form", DEFAULT_FORM)),
+                   power=float(values.get("power", DEFAULT_POWER)),
+                   cap_decades=float(values.get("cap_decades", DEFAULT_CAP_DECADES)),
+                   source=str(values.get("source", "")))
+
+
+def fitted_log_max(runs: "Runs") -> dict[str, float]:
+    """Natural log of the largest flops, params and tokens among the runs (NaN columns out)."""
+    out = {}
+    for name in DISTANCE_INPUTS:
+        values = runs.frame[name].to_numpy(dtype=np.float64)
+        if np.isfinite(values).any():
+            out[name] = float(np.log(np.nanmax(values)))
+    return out
+
+
+def default_discrepancy(runs: "Runs", tau: float | None = None,
+                        form: str = DEFAULT_FORM) -> Discrepancy:
+    """A discrepancy over the range of ``runs`` with scale ``tau`` (default: the corpus τ)."""
+    value = DEFAULT_TAU if tau is None else float(tau)
+    return Discrepancy(tau=value, log_max=fitted_log_max(runs), form=form,
+                       source="corpus prior median" if tau is None else "given")
+
+
+# -- learning τ from the fit's own runs ------------------------------------------------------
+
+#: Inner backtests: hold out these shares of the runs with the most compute.
+ROLLING_FRACS = (0.2, 0.35, 0.5)
+#: The grid τ is learned on (sd of log loss per decade).
+TAU_GRID = np.concatenate([[0.0], np.geomspace(5e-4, 2.0, 72)])
+
+
+def top_compute_mask(flops: np.ndarray, frac: float) -> np.ndarray:
+    """True for about the share ``frac`` of runs with the most compute; runs of equal compute
+    stay together (all True), so the share can be a little larger."""
+    flops = np.asarray(flops, dtype=np.float64)
+    n_test = max(1, round(frac * flops.size))
+    return flops >= np.sort(flops)[flops.size - n_test]
+
+
+def rolling_origin_errors(runs: "Runs", law: str, start: Mapping[str, float],
+                          fracs: tuple[float, ...] = ROLLING_FRACS) -> dict[str, np.ndarray]:
+    """Backtests inside the runs: Huber point fits of the runs below inner cutoffs, scored on
+    the runs above.
+
+    For each share in ``fracs`` the runs with the most compute are held out
+    (:func:`top_compute_mask`, as :func:`bayescale.backtest.split_runs` splits), the law is point-fitted to the rest by
+    :func:`bayescale.pointfit.point_fit` from one start (``start``: paper parameters, e.g.
+    the posterior medians), and each held-out run gives a log error and its distance past the
+    inner range.
+
+    Returns
+    -------
+    dict
+        ``errors`` (log forecast − log actual), ``distance`` (decades past the inner range),
+        ``improvement`` (the inner fit's predicted fall in log loss from the inner edge),
+        ``noise`` (robust sd of the inner fit's residuals, per error) and ``origin`` (which
+        inner split), all 1-D and equally long; empty when no inner split can be fitted or
+        the law has no point fit.
+    """
+    import warnings
+
+    from .pointfit import POINT_LAWS, point_fit
+
+    empty = {key: np.zeros(0) for key in ("errors", "distance", "improvement", "noise", "origin")}
+    if law not in POINT_LAWS:
+        return empty
+    x0 = _point_start(law, start)
+    if x0 is None:
+        return empty
+    from .laws import get_law
+
+    inputs = get_law(law).inputs
+    needed = len(x0) + 2
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in empty}
+    seen: set[bytes] = set()
+    for k, frac in enumerate(fracs):
+        mask = top_compute_mask(runs.column("flops"), frac)
+        if mask.tobytes() in seen or (~mask).sum() < needed or not mask.any():
+            continue
+        seen.add(mask.tobytes())
+        inner, outer = runs.subset(~mask), runs.subset(mask)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                point = point_fit(inner, law=law, grid=x0[None, :])
+        except Exception:   # an inner fit that fails says nothing about τ; skip it
+            continue
+        predicted = point.predict(**{name: outer.column(name) for name in inputs})
+        inner_max = fitted_log_max(inner)
+        log_outer = {n: np.log(outer.frame[n].to_numpy(dtype=np.float64)) for n in DISTANCE_INPUTS
+                     if np.isfinite(outer.frame[n]).all()}
+        at_edge = clip_to_range(log_outer, inner_max)
+        edge = point.predict(**{name: np.exp(at_edge[name]) for name in inputs})
+        fitted = point.predict(**{name: inner.column(name) for name in inputs})
+        errors = np.log(predicted) - np.log(outer.column("loss"))
+        residuals = np.log(fitted) - np.log(inner.column("loss"))
+        if not (np.isfinite(errors).all() and np.isfinite(residuals).all()):
+            continue
+        log_x = {n: np.log(outer.frame[n].to_numpy(dtype=np.float64)) for n in DISTANCE_INPUTS
+                 if np.isfinite(outer.frame[n]).all()}
+        parts["errors"].append(errors)
+        parts["distance"].append(distance_decades(log_x, inner_max))
+        parts["improvement"].append(np.maximum(np.log(edge) - np.log(predicted), 0.0))
+        mad = 1.4826 * np.median(np.abs(residuals - np.median(residuals)))
+        parts["noise"].append(np.full(errors.size, mad))
+        parts["origin"].append(np.full(errors.size, float(k)))
+    return {key: np.concatenate(values) if values else empty[key] for key, values in parts.items()}
+
+
+def _point_start(law: str, paper: Mapping[str, float]) -> np.ndarray | None:
+    """The point fit's coordinates for given paper values (e.g. posterior medians), or None.
+
+    The point fit works at a zero reference, where the sampled parameters of the power-law
+    laws are E (as ``E_fraction``), log A (``a``), log B (``b``) and the exponents; the
+    result is checked by mapping it back to paper values, so a law parametrised otherwise
+    gets None (and its fit the corpus prior's τ) instead of a wrong start.
+    """
+    from .laws import get_law
+
+    spec = get_law(law)
+    zero = {name: 0.0 for name in spec.reference_names()}
+    given = {"E_fraction": paper.get("E"), "a": math.log(paper["A"]) if "A" in paper else None,
+             "b": math.log(paper["B"]) if "B" in paper else None}
+    theta, x = {}, []
+    for p in spec.parameters:
+        value = given.get(p.name) if p.name in given else paper.get(p.name)
+        if value is None or not math.isfinite(value) or (p.point_log and value <= 0):
+            return None
+        theta[p.name] = np.array([value])
+        x.append(math.log(value) if p.point_log else value)
+    try:
+        back = spec.paper_values(theta, zero)
+    except Exception:
+        return None
+    for name, value in paper.items():
+        if name in back and not np.allclose(back[name], value, rtol=1e-6):
+            return None
+    return np.array(x, dtype=np.float64)
+
+
+def tau_log_likelihood(inner: Mapping[str, np.ndarray], power: float = DEFAULT_POWER,
+                       cap_decades: float = DEFAULT_CAP_DECADES,
+                       taus: np.ndarray = TAU_GRID, form: str = DEFAULT_FORM) -> np.ndarray:
+    """Log likelihood of each τ given rolling-origin errors: e ~ Normal(0, s0² + (τ·g)²), s0
+    the inner fit's residual sd and g the scale δ grows with (the inner fit's predicted
+    improvement, or the capped distance^power). Zeros when there are no errors.
+
+    The errors of one inner split share its fit's mistake (they are off together), so each
+    inner split counts as one observation: its errors' log densities are averaged, not summed.
+    """
+    e = np.asarray(inner["errors"], dtype=np.float64)
+    if e.size == 0:
+        return np.zeros(np.size(taus))
+    if form == "improvement":
+        d = np.asarray(inner["improvement"], dtype=np.float64)
+    else:
+        d = np.minimum(np.asarray(inner["distance"], dtype=np.float64), cap_decades) ** power
+    var = (np.asarray(inner["noise"], dtype=np.float64)[None, :] ** 2
+           + (np.asarray(taus)[:, None] * d[None, :]) ** 2 + 1e-12)
+    origin = np.asarray(inner["origin"])
+    _, index, counts = np.unique(origin, return_inverse=True, return_counts=True)
+    weight = 1.0 / counts[index]
+    return -0.5 * np.sum(weight[None, :] * (np.log(var) + e[None, :] ** 2 / var), axis=1)
+
+
+def learn_tau(inner: Mapping[str, np.ndarray], prior_tau: float = DEFAULT_TAU,
+              prior_sd: float = DEFAULT_PRIOR_SD, power: float = DEFAULT_POWER,
+              form: str = DEFAULT_FORM) -> float:
+    """Posterior median of τ: a log-normal prior (median ``prior_tau``, sd ``prior_sd`` in
+    log τ) times the rolling-origin likelihood (:func:`tau_log_likelihood`), on TAU_GRID.
+    With no inner errors this is the prior median."""
+    grid = TAU_GRID[1:]
+    log_prior = -0.5 * ((np.log(grid) - math.log(max(prior_tau, 1e-4))) / prior_sd) ** 2
+    log_post = tau_log_likelihood(inner, power, taus=grid, form=form) + log_prior
+    weights = np.exp(log_post - log_post.max()) * np.gradient(np.log(grid))
+    cdf = np.cumsum(weights) / weights.sum()
+    return float(grid[min(np.searchsorted(cdf, 0.5), grid.size - 1)])
+
+
+def learned_discrepancy(fit: "ScalingFit") -> Discrepancy:
+    """The default fit's discrepancy: τ learned from the fit's own runs (rolling origin) under
+    the corpus prior; the corpus τ alone for laws without a point fit."""
+    medians = {name: float(np.median(values)) for name, values in fit.paper_draws().items()}
+    inner = rolling_origin_errors(fit.runs, fit.law.name, medians)
+    tau = learn_tau(inner)
+    source = (f"empirical Bayes: corpus prior (median {DEFAULT_TAU:g}) x {inner['errors'].size} "
+              f"rolling-origin errors in {len(np.unique(inner['origin']))} inner splits")
+    return Discrepancy(tau=tau, log_max=fitted_log_max(fit.runs), source=source)
+
+
+_NORMALS: "weakref.WeakKeyDictionary[ScalingFit, np.ndarray]" = weakref.WeakKeyDictionary()
+
+
+def discrepancy_normals(fit: "ScalingFit") -> np.ndarray:
+    """The standard normal z of δ, one per posterior draw, from the fit's seed (read-only)."""
+    cached = _NORMALS.get(fit)
+    if cached is None or cached.size != fit.n_draws:
+        rng = np.random.default_rng([int(fit.settings.get("random_seed", 0)), _SALT])
+        cached = rng.standard_normal(fit.n_draws)
+        cached.flags.writeable = False
+        _NORMALS[fit] = cached
+    return cached
+
+
+def clip_to_range(log_x: Mapping[str, np.ndarray], log_max: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """The point moved back to the edge of the fitted range.
+
+    With N and D: log N and log D are lowered by their excess over the largest fitted N
+    and D, and any remaining excess of compute over the largest fitted C is taken off both
+    equally (so a big model trained long, each within range but never combined, moves back
+    too). Otherwise each input is clipped to its largest fitted value.
+    """
+    out = dict(log_x)
+    if all(name in log_x and name in log_max for name in DISTANCE_INPUTS):
+        a = np.maximum(np.asarray(log_x["params"]) - log_max["params"], 0.0)
+        b = np.maximum(np.asarray(log_x["tokens"]) - log_max["tokens"], 0.0)
+        rest = np.maximum(np.asarray(log_x["flops"]) - a - b - log_max["flops"], 0.0)
+        a, b = a + rest / 2, b + rest / 2
+        out.update(params=log_x["params"] - a, tokens=log_x["tokens"] - b,
+                   flops=log_x["flops"] - a - b)
+        return out
+    for name, value in log_x.items():
+        if name in log_max:
+            out[name] = np.minimum(value, log_max[name])
+    return out
+
+
+def discrepancy_shift(fit: "ScalingFit", log_x: Mapping[str, np.ndarray], like: np.ndarray,
+                      theta: Mapping[str, np.ndarray] | None = None,
+                      log_loss: np.ndarray | None = None) -> np.ndarray | None:
+    """δ per draw and point, to add to the law's log loss; None when the fit has none.
+
+    Parameters
+    ----------
+    fit : ScalingFit
+    log_x : mapping of str to array
+        Natural-log inputs laid out as for the law's evaluation.
+    like : numpy.ndarray
+        A parameter array of the law's evaluation, whose shape says how the draws lie:
+        (draws, 1), (1, draws) or (draws,). z takes that shape.
+    theta, log_loss : optional
+        The parameter draws and the law's log loss at ``log_x`` (needed by the
+        ``"improvement"`` form, which evaluates the law at the edge of the fitted range).
+    """
+    discrepancy = getattr(fit, "discrepancy", None)
+    if discrepancy is None or discrepancy.tau == 0:
+        return None
+    z = discrepancy_normals(fit).reshape(np.shape(like))
+    if discrepancy.form == "distance":
+        return discrepancy.sd(log_x) * z
+    if theta is None or log_loss is None:
+        raise ValueError("the improvement discrepancy needs theta= and log_loss=")
+    edge = fit.law.log_loss(theta, clip_to_range(log_x, discrepancy.log_max), fit.reference, np)
+    improvement = np.maximum(edge - log_loss, 0.0)
+    # 1 − z·τ ≥ 0: the law's fall past the data is scaled, never reversed (monotone in C).
+    return np.minimum(discrepancy.tau * z, 1.0) * improvement
