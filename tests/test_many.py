@@ -332,10 +332,9 @@ def test_dask_retries_the_fits_of_a_killed_worker(frame20, serial20, dask_client
         killed.append((pid, processing[address], done))
 
     fits = quiet_many(frame20, parallel="dask", client=dask_client, callback=kill_a_busy_worker)
-    assert killed and killed[0][2] < N_GROUPS             # killed mid-run, with a fit on it
-    assert not fits.failures and same_posteriors(serial20, fits)
-    pids = {int(w.rsplit(":", 1)[1]) for w in fits.info["worker"]}
-    assert killed[0][0] in pids and len(pids) >= 3        # its fits were redone elsewhere
+    _, lost_keys, done = killed[0]
+    assert done < N_GROUPS and lost_keys                  # killed mid-run, with fits on it
+    assert not fits.failures and same_posteriors(serial20, fits)   # they were redone, same draws
     deadline = time.time() + 30
     while len(dask_client.scheduler_info()["workers"]) < 2 and time.time() < deadline:
         time.sleep(0.2)                                   # the nanny restarts it
