@@ -546,14 +546,17 @@ class ScalingFit:
 
         Parameters
         ----------
-        target_flops : float
-            The budget (FLOPs) of the big run the pilots should inform.
+        target_flops : float or Budget
+            The budget (FLOPs) of the big run the pilots should inform; a
+            :class:`~bayescale.Budget` (dollars, GPU-hours, days) is converted to FLOPs at its
+            median utilization.
         candidates : pandas.DataFrame, optional
             A pool of runnable experiments: ``params``, ``tokens`` (``flops`` for a compute
             law) and an optional ``cost`` (default 6·N·D FLOPs). Default: a log grid of (N, D)
             cheaper than ``budget`` within the runs' range (:func:`bayescale.plan.default_candidates`).
-        budget : float, optional
-            Most a pilot may cost and, with ``k`` > 1, the total for all picks (in the units
+        budget : float or Budget, optional
+            Most a pilot may cost (a :class:`~bayescale.Budget` is converted to FLOPs at its
+            median utilization, so it goes with costs in FLOPs) and, with ``k`` > 1, the total for all picks (in the units
             of ``cost``). Default for the grid: ``target_flops / 100``; no limit for a pool.
             The greedy picks aim at the largest total expected reduction (see ``greedy``).
         objective : {"band", "prob", "split"}
@@ -599,6 +602,13 @@ class ScalingFit:
         """
         from .plan import plan_runs
 
+        target_flops = _budget_as_flops("target_flops", target_flops)
+        if budget is not None:
+            if _is_budget(budget) and candidates is not None and "cost" in candidates:
+                raise ValueError("budget= is a Budget (converted to FLOPs) but the candidates "
+                                 "carry their own 'cost' column: give budget in the units of "
+                                 "that column")
+            budget = _budget_as_flops("budget", budget)
         return plan_runs(self, target_flops, candidates=candidates, budget=budget,
                          objective=objective, k=k, target=target, prob=prob, kind=kind,
                          greedy=greedy, n_outcomes=n_outcomes, grid_size=grid_size,
@@ -648,6 +658,17 @@ class ScalingFit:
 
         return write_report(self, path, target=target, budget=budget, overwrite=overwrite,
                             **kwargs)
+
+
+def _budget_as_flops(name: str, value: object) -> object:
+    """A one-amount :class:`bayescale.Budget` as FLOPs at its median utilization; anything
+    else unchanged (the planner checks numbers itself)."""
+    if not _is_budget(value):
+        return value
+    flops = np.asarray(value.to("flops"), dtype=np.float64).reshape(-1)
+    if flops.size != 1:
+        raise ValueError(f"{name} must be one budget, got a Budget of {flops.size} amounts")
+    return float(flops[0])
 
 
 def _is_budget(value: object) -> bool:

@@ -410,3 +410,19 @@ def test_headline_in_each_unit(fit, hw):
     assert plain.startswith("P(loss ≤ 2 at 3e23 FLOPs)")   # FLOPs alone: unchanged
     with pytest.raises(ValueError, match="the report's budget is one amount, got 2"):
         headline(fit, 2.0, bs.Budget.from_dollars([1e5, 1e6], hw))
+
+
+def test_plan_runs_takes_budgets_as_their_flops(fit, hw):
+    target = bs.Budget.from_dollars(1e6, hw)
+    pilots = bs.Budget.from_dollars(2e3, hw)
+    with quiet():
+        planned = fit.plan_runs(target, budget=pilots, n_outcomes=10, grid_size=5)
+        reference = fit.plan_runs(float(target.to("flops")[0]),
+                                  budget=float(pilots.to("flops")[0]), n_outcomes=10, grid_size=5)
+    pd.testing.assert_frame_equal(planned, reference)
+    assert (planned["cost"] <= float(pilots.to("flops")[0])).all()
+    with pytest.raises(ValueError, match="one budget"):
+        fit.plan_runs(bs.Budget.from_dollars([1e6, 2e6], hw))
+    pool = pd.DataFrame({"params": [1e8, 2e8], "tokens": [2e9, 4e9], "cost": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="'cost' column"):
+        fit.plan_runs(target, candidates=pool, budget=pilots)
