@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ._validate import positive as _positive
+
 if TYPE_CHECKING:
     from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
@@ -110,16 +112,6 @@ def _unit(name: object) -> str:
     if key not in _UNIT_ALIASES:
         raise ValueError(f"units must be one of {UNITS}, got {name!r}")
     return _UNIT_ALIASES[key]
-
-
-def _positive(name: str, value: object) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    return number
 
 
 def _utilization_fraction(value: float, name: str = "utilization") -> float:

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ._validate import positive as _positive
 from .exceptions import ModelMismatchError
 from .forecast import loss_draws, resolve_points
 
@@ -83,16 +84,6 @@ class PlanWarning(UserWarning):
 
 
 # -- inputs ------------------------------------------------------------------------------
-
-def _positive(name: str, value: object) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    return number
-
 
 def _has_split(fit: "FitLike") -> bool:
     return "params" in fit.law.inputs and "tokens" in fit.law.inputs
