@@ -88,7 +88,7 @@ def _resolve_standard(fit: "ScalingFit", flops: object, params: object, tokens: 
                       fixed: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     law = fit.law
     if params is not None or tokens is not None:
-        if "params" not in law.inputs:
+        if not {"params", "tokens"} & set(law.inputs):
             raise ModelMismatchError(f"the {law.name} law is a law of compute alone: give "
                                      "flops=, not params= and tokens=")
         if params is None or tokens is None:
