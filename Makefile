@@ -15,7 +15,7 @@ endif
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast venv clean
+.PHONY: demo test test-fast venv docs docs-clean clean
 
 $(STAMP): pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then \
@@ -38,6 +38,23 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The documentation site, warnings as errors, into docs/_build/html; then the rendering test.
+# Notebooks are executed once (tiny settings) and cached in docs/_build/.notebooks, where the
+# test suite's notebook test also leaves them, so CI does not run their fits twice.
+DOCS_STAMP := $(VENV)/.installed-docs
+SPHINXOPTS ?= -W --keep-going -q
+
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet -e ".[test,dask,docs]"
+	@touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/python -m sphinx -b html $(SPHINXOPTS) docs docs/_build/html
+	BAYESCALE_DOCS_BUILT=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_docs_render.py
+
+docs-clean:
+	rm -rf docs/_build docs/api/generated docs/notebooks docs/_generated
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
