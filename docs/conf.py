@@ -52,8 +52,15 @@ html_theme = "pydata_sphinx_theme"
 html_title = f"bayescale {release}"
 # MathJax from the jupyter-server-mathjax package, copied into the site (_static/mathjax/), so
 # pages with formulas work offline and fetch nothing from a CDN.
-html_static_path = [str(bayescale_docs.mathjax_static())]
-mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML"
+html_static_path = ["_static", str(bayescale_docs.mathjax_static())]
+html_css_files = ["custom.css"]
+mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+# MathJax 2's own configuration (myst's automatic one is MathJax 3's): typeset only the math
+# that Sphinx and myst mark, never a stray "$" in the text.
+myst_update_mathjax = False
+mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
+                               "processClass": "math|output_area",
+                               "ignoreClass": "tex2jax_ignore|mathjax_ignore|document"}}
 html_show_sourcelink = False
 html_theme_options = {
     "navbar_align": "left",

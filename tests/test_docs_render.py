@@ -143,8 +143,8 @@ _PROBE = """<script>window.addEventListener('load', function () {
 
 
 @pytest.mark.parametrize("page", [HTML / "index.html", API_PAGE,
-                                  HTML / "notebooks" / "02_budget_risk.html"],
-                         ids=["index", "api-ScalingFit", "notebook-02"])
+                                  HTML / "notebooks" / "02_budget_risk.html", HTML / "model.html"],
+                         ids=["index", "api-ScalingFit", "notebook-02", "model"])
 def test_page_renders_in_headless_chromium(site, chromium, page):
     # A probe copy beside the page (so its relative links still work): after load, record each
     # image's decoded width, the stylesheets that failed to load, the navigation links, the font.
@@ -166,6 +166,10 @@ def test_page_renders_in_headless_chromium(site, chromium, page):
     assert "serif" in font.lower() or "sans" in font.lower(), font
     if page.name == "02_budget_risk.html":
         assert len(widths) >= 2, "the notebook's figures are missing"
+    if 'class="math' in page.read_text(encoding="utf-8"):
+        assert "MathJax_Display" in result.stdout, "MathJax (served from _static) typeset nothing"
+    if page not in (HTML / "index.html", API_PAGE):
+        return
 
     # The page itself paints: a screenshot far from blank (kept for a human to look at).
     shots = HTML.parent / "screenshots"
