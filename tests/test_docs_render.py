@@ -96,6 +96,11 @@ def test_every_internal_link_and_image_resolves(site):
                 ids = parsed[target].ids if target in parsed else _parse(target).ids
                 if unquote(parts.fragment) not in ids:
                     bad_anchor.append(f"{page.relative_to(site)}: {ref}")
+    # Nothing machine-specific leaks into the pages (checkout paths, temporary folders).
+    leaks = [str(page.relative_to(site)) for page in pages
+             if str(HTML.parents[2]) in (text := page.read_text(encoding="utf-8"))
+             or re.search(r"/tmp/tmp\w+/", text)]
+    assert not leaks, f"machine paths in {leaks[:10]}"
     assert not missing, f"{len(missing)} links to missing files, e.g. {missing[:10]}"
     assert not bad_anchor, f"{len(bad_anchor)} links to missing anchors, e.g. {bad_anchor[:10]}"
     # The pages load nothing from the network (plain links to elsewhere are fine).

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -38,9 +37,8 @@ def test_notebook_runs(path, tmp_path):
     notebook = nbformat.read(path, as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
         f"{path.name} is committed with outputs; clear them"
-    client = NotebookClient(with_tiny_settings(notebook), timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError, naming the cell, on any error
+    # Raises CellExecutionError, naming the cell, on any error.
+    _EXECUTED.execute(with_tiny_settings(notebook), tmp_path, timeout=600)
     # Keep the executed copy for the docs build (docs/_ext/executed_notebooks.py): CI builds
     # the docs right after the tests and shows these outputs instead of running the fits again.
     _EXECUTED.store(path, TINY_SETTINGS, notebook)

@@ -164,6 +164,9 @@ def clean_outputs(notebook):
                 text = _WARNING.sub(r"\1", output["text"])
                 text = _SOURCE_LINE.sub(r"\1", text)
                 output["text"] = _TMPDIR.sub("<tmpdir>/", text)
+            for mime in ("text/plain", "text/html"):
+                if mime in output.get("data", {}):
+                    output["data"][mime] = _TMPDIR.sub("<tmpdir>/", output["data"][mime])
     return notebook
 
 

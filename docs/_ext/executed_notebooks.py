@@ -63,20 +63,41 @@ def store(notebook: Path, settings: str, executed) -> Path:
     handle, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         nbformat.write(executed, out)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, target)
     return target
+
+
+def execute(node, workdir: str | Path, timeout: int = 600):
+    """Execute a notebook node in place, in ``workdir``, with figures shown inline.
+
+    The kernel inherits this process's environment, and CI sets ``MPLBACKEND=Agg`` for the
+    tests: in a kernel that would draw every figure off screen, and the executed notebook
+    would carry none. So the kernel gets Jupyter's inline backend explicitly.
+    """
+    from nbclient import NotebookClient
+
+    saved = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        NotebookClient(node, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(workdir)}}).execute()
+    finally:
+        if saved is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = saved
+    return node
 
 
 def executed(notebook: Path, settings: str = TINY_SETTINGS, timeout: int = 600) -> Path:
     """The current executed copy of ``notebook``, executing it first if there is none."""
     import nbformat
-    from nbclient import NotebookClient
 
     target = cache_path(notebook, settings)
     if target.exists():
         return target
     node = with_tiny_settings(nbformat.read(notebook, as_version=4), settings)
     with tempfile.TemporaryDirectory() as workdir:
-        NotebookClient(node, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": workdir}}).execute()
+        execute(node, workdir, timeout)
     return store(notebook, settings, node)
