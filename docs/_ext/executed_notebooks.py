@@ -17,6 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 CACHE = REPO / "docs" / "_build" / ".notebooks"
+#: Part of every cache key: bump it when the way notebooks are executed changes.
+EXECUTION = "nbclient, inline figures"
 #: Inserted after the cell tagged 'parameters' (as papermill does): seconds, not minutes.
 TINY_SETTINGS = "draws = 200\ntune = 300\nchains = 2\n"
 
@@ -48,6 +50,7 @@ def cache_path(notebook: Path, settings: str) -> Path:
     digest = hashlib.sha256()
     digest.update(Path(notebook).read_bytes())
     digest.update(settings.encode())
+    digest.update(EXECUTION.encode())
     digest.update(source_digest().encode())
     return CACHE / f"{Path(notebook).stem}-{digest.hexdigest()[:16]}.ipynb"
 
