@@ -107,6 +107,17 @@ def test_every_internal_link_and_image_resolves(site):
     assert not external, sorted(external)[:10]
 
 
+def test_benchmark_tables_are_tables(site):
+    # The calibration tables (included Markdown) and the CSVs of benchmarks/results
+    # (the bench-table directive) render as HTML tables with the benchmark's rows.
+    trust = (site / "trust.html").read_text(encoding="utf-8")
+    assert trust.count("<table") >= 5, trust.count("<table")
+    assert "<td><p>point+boot+resid</p></td>" in trust
+    assert "list-table" not in trust
+    performance = (site / "performance.html").read_text(encoding="utf-8")
+    assert "<td><p>bayescale warm</p></td>" in performance
+
+
 def test_api_reference_covers_every_public_name(site):
     import bayescale as bs
 

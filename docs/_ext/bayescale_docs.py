@@ -202,10 +202,10 @@ def _number(value, digits: int) -> str:
     return str(value)
 
 
-def bench_table_rst(path: Path, columns: list[str] | None, where: str | None,
-                    digits: int) -> list[str]:
-    """A list-table of the CSV's rows (optionally filtered ``column=value``), numbers rounded
-    to ``digits`` significant digits: the benchmark's own values, never retyped."""
+def bench_rows(path: Path, columns: list[str] | None, where: str | None,
+               digits: int) -> list[list[str]]:
+    """The header and rows of a CSV (optionally filtered ``column=value``), numbers rounded to
+    ``digits`` significant digits: the benchmark's own values, never retyped."""
     import pandas as pd
 
     frame = pd.read_csv(path)
@@ -216,18 +216,38 @@ def bench_table_rst(path: Path, columns: list[str] | None, where: str | None,
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{path.name} has no column(s) {missing}; it has {list(frame.columns)}")
-    lines = [".. list-table::", "   :header-rows: 1", ""]
-    for row in [columns] + [[_number(v, digits) for v in frame[columns].iloc[i]]
-                            for i in range(len(frame))]:
-        lines.append(f"   * - {row[0] or ' '}")
-        lines += [f"     - {cell or ' '}" for cell in row[1:]]
-    return lines
+    return [columns] + [[_number(v, digits) for v in frame[columns].iloc[i]]
+                        for i in range(len(frame))]
+
+
+def _table_node(rows: list[list[str]]):
+    """A docutils table (built directly: the directive's content is parsed as MyST in .md
+    pages, so no reStructuredText table markup can be handed back)."""
+    from docutils import nodes
+
+    table = nodes.table(classes=["bench-table"])
+    group = nodes.tgroup(cols=len(rows[0]))
+    table += group
+    group += [nodes.colspec(colwidth=1) for _ in rows[0]]
+
+    def row_node(cells):
+        row = nodes.row()
+        for cell in cells:
+            entry = nodes.entry()
+            entry += nodes.paragraph(text=cell)
+            row += entry
+        return row
+
+    head = nodes.thead()
+    head += row_node(rows[0])
+    body = nodes.tbody()
+    body += [row_node(cells) for cells in rows[1:]]
+    group += [head, body]
+    return table
 
 
 def _bench_directive():
-    from docutils import nodes
     from docutils.parsers.rst import directives
-    from docutils.statemachine import StringList
     from sphinx.util.docutils import SphinxDirective
 
     class BenchTable(SphinxDirective):
@@ -243,14 +263,11 @@ def _bench_directive():
             columns = self.options.get("columns")
             columns = [c.strip() for c in columns.split(",")] if columns else None
             try:
-                lines = bench_table_rst(path, columns, self.options.get("where"),
-                                        self.options.get("digits", 3))
+                rows = bench_rows(path, columns, self.options.get("where"),
+                                  self.options.get("digits", 3))
             except (OSError, ValueError, KeyError) as exc:
                 raise self.error(f"bench-table {self.arguments[0]}: {exc}") from None
-            container = nodes.container()
-            self.state.nested_parse(StringList(lines, source=str(path)), self.content_offset,
-                                    container)
-            return container.children
+            return [_table_node(rows)]
 
     return BenchTable
 
@@ -289,4 +306,5 @@ def setup(app):
     # Before autosummary's own builder-inited handler (priority 500) reads api/index.rst.
     app.connect("builder-inited", generate, priority=100)
     app.add_directive("bench-table", _bench_directive())
-    return {"parallel_read_safe": True, "parallel_write_safe": True}
+    # env_version: bump when the generated content or a directive changes (forces a re-read).
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "env_version": 2}
