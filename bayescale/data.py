@@ -104,6 +104,11 @@ class Runs:
     frame: pd.DataFrame
     source: str = "DataFrame"
     extra: pd.DataFrame | None = field(default=None, repr=False)
+    #: Downstream outcomes (issue 16): columns ``metric`` (accuracy in [0, 1]) and/or
+    #: ``task_loss`` (a positive task loss), one row per run; None when not loaded.
+    outcomes: pd.DataFrame | None = field(default=None, repr=False)
+    #: The user's column names of the outcomes, e.g. {"metric": "mmlu_acc"}, for labels.
+    outcome_names: dict[str, str] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -144,7 +149,25 @@ class Runs:
         mask = np.asarray(mask, dtype=bool)
         frame = self.frame.loc[mask].reset_index(drop=True)
         extra = None if self.extra is None else self.extra.loc[mask].reset_index(drop=True)
-        return Runs(frame=frame, source=self.source, extra=extra)
+        outcomes = (None if self.outcomes is None
+                    else self.outcomes.loc[mask].reset_index(drop=True))
+        return Runs(frame=frame, source=self.source, extra=extra, outcomes=outcomes,
+                    outcome_names=self.outcome_names)
+
+    @property
+    def has_metric(self) -> bool:
+        """True when the runs carry a downstream metric (``load_runs(..., metric=)``)."""
+        return self.outcomes is not None and "metric" in self.outcomes.columns
+
+    def outcome(self, name: str) -> np.ndarray:
+        """The ``"metric"`` or ``"task_loss"`` column as a read-only float64 array."""
+        if self.outcomes is None or name not in self.outcomes.columns:
+            given = [] if self.outcomes is None else list(self.outcomes.columns)
+            raise KeyError(f"the runs carry no {name!r} column (loaded: {given or 'none'}); "
+                           f"load them with load_runs(..., {name}=<column>)")
+        values = self.outcomes[name].to_numpy(dtype=np.float64, copy=True)
+        values.flags.writeable = False
+        return values
 
     def describe(self) -> pd.DataFrame:
         """Min, max and number of distinct values of each column, for reports."""
@@ -253,6 +276,8 @@ def load_runs(
     tokens: str | None = "tokens",
     flops: str | None = "flops",
     loss: str = "loss",
+    metric: str | None = None,
+    task_loss: str | None = None,
     **inputs: str | None,
 ) -> Runs:
     """Load and validate training runs from a DataFrame or a CSV file.
@@ -271,6 +296,14 @@ def load_runs(
         Declared extra inputs a law needs, as ``name=column``, e.g.
         ``unique_tokens="U"`` for the data-constrained law. Validated like the others
         (numbers, finite, positive); the names are those the registered laws declare.
+    metric : str, optional
+        Column of a downstream metric per run, e.g. ``"mmlu_acc"``: an accuracy in [0, 1]
+        (a percentage is refused, not rescaled). Fitted by ``ScalingModel(..., link="sigmoid")``.
+    task_loss : str, optional
+        Column of a task loss per run (e.g. ``"mmlu_bpb"``, bits per byte of the correct
+        answers): positive. With a metric, the linked model's first step fits the law to this
+        loss instead of ``loss``.
+
     Returns
     -------
     Runs
@@ -369,9 +402,61 @@ def load_runs(
         standard[name] = _numeric_column(frame, column, name, where)
     used = {c for c in (params, tokens, flops, loss, *extras.values())
             if c is not None and c in columns}
+    outcomes, outcome_names = _load_outcomes(frame, where, columns, metric, task_loss)
+    used |= set(outcome_names.values())
     extra_cols = [c for c in columns if c not in used]
     extra = frame[extra_cols].reset_index(drop=True) if extra_cols else None
-    return Runs(frame=standard, source=source_name, extra=extra)
+    return Runs(frame=standard, source=source_name, extra=extra, outcomes=outcomes,
+                outcome_names=outcome_names or None)
+
+
+def _load_outcomes(frame: pd.DataFrame, where: str, columns: list[str], metric: str | None,
+                   task_loss: str | None) -> tuple[pd.DataFrame | None, dict[str, str]]:
+    """The downstream columns (issue 16): a metric in [0, 1] and a positive task loss."""
+    names: dict[str, str] = {}
+    values: dict[str, np.ndarray] = {}
+    for key, column in (("metric", metric), ("task_loss", task_loss)):
+        if column is None:
+            continue
+        if not isinstance(column, str):
+            raise TypeError(f"load_runs: {key} must be a column name (str), got "
+                            f"{type(column).__name__}")
+        if column not in columns:
+            raise RunDataError(f"{where}: missing column {column!r} (the {key.replace('_', ' ')} "
+                               f"of each run, given as {key}={column!r}); columns are {columns}")
+        names[key] = column
+    if "task_loss" in names:
+        values["task_loss"] = _numeric_column(frame, names["task_loss"], "task_loss", where)
+    if "metric" in names:
+        values["metric"] = _metric_column(frame, names["metric"], where)
+    if not values:
+        return None, names
+    return pd.DataFrame(values), names
+
+
+def _metric_column(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
+    """A metric column: numbers in [0, 1], the row named on error."""
+    series = frame[column]
+    if isinstance(series, pd.DataFrame):
+        raise RunDataError(f"{where}: column {column!r} appears {series.shape[1]} times; keep one")
+    out = np.empty(len(series), dtype=np.float64)
+    for position, raw in enumerate(series.tolist()):
+        label = _row_label(frame, position)
+        text = raw.strip() if isinstance(raw, str) else raw
+        if isinstance(raw, (bool, np.bool_)) or text is None or text == "":
+            raise RunDataError(f"{where}: column {column!r}, {label}: value {raw!r} is not a "
+                               "number; expected an accuracy in [0, 1]")
+        try:
+            number = float(text)
+        except (TypeError, ValueError):
+            raise RunDataError(f"{where}: column {column!r}, {label}: value {raw!r} is not a "
+                               "number; expected an accuracy in [0, 1]") from None
+        if not (0.0 <= number <= 1.0):  # also catches NaN
+            hint = (" (a percentage? divide by 100)" if 1.0 < number <= 100.0 else "")
+            raise RunDataError(f"{where}: column {column!r}, {label}: value {raw!r} is outside "
+                               f"[0, 1]; expected an accuracy in [0, 1]{hint}")
+        out[position] = number
+    return out
 
 
 def runs_from_arrays(**columns: Any) -> Runs:

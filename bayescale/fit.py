@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._protocols import ModelLike
     from .budget import Hardware
     from .discrepancy import Discrepancy
+    from .downstream import LinkPosterior
 
 __all__ = ["ScalingFit", "Diagnostics", "load_fit", "RHAT_MAX", "ESS_MIN"]
 
@@ -119,6 +120,9 @@ class ScalingFit:
     sample_stats: xr.Dataset
     settings: dict[str, Any]
     discrepancy: "Discrepancy | None" = None
+    #: The posterior of a link to a downstream metric (``ScalingModel(..., link="sigmoid")``,
+    #: :mod:`bayescale.downstream`); None for a plain law fit.
+    link: "LinkPosterior | None" = None
 
     # -- construction ------------------------------------------------------------------
 
@@ -158,6 +162,10 @@ class ScalingFit:
     def with_discrepancy(self, discrepancy: "Discrepancy | None") -> "ScalingFit":
         """The same posterior with another discrepancy (None: law + noise only, as 0.1.0)."""
         return replace(self, discrepancy=discrepancy)
+
+    def with_link(self, link: "LinkPosterior | None") -> "ScalingFit":
+        """The same law posterior with another metric link (None: a plain law fit)."""
+        return replace(self, link=link)
 
     # -- draws -------------------------------------------------------------------------
 
@@ -658,6 +666,92 @@ class ScalingFit:
 
         return write_report(self, path, target=target, budget=budget, overwrite=overwrite,
                             **kwargs)
+
+    # -- downstream metric (delegating to bayescale.downstream) ------------------------
+
+    def forecast_metric(self, flops: object = None, *, params: object = None,
+                        tokens: object = None, prob: float = 0.9, kind: str = "observed",
+                        random_seed: int | None = None, **inputs: object) -> pd.DataFrame:
+        """Forecast the downstream metric (e.g. accuracy) at budgets or explicit N, D.
+
+        Each draw of the law's predictive task loss (parameter uncertainty, the discrepancy
+        past the fitted range and, for ``kind="observed"``, run-to-run noise) goes through a
+        draw of the link; ``kind="observed"`` adds the metric's own Beta noise (the accuracy
+        one run would measure), ``"mean"`` gives the expected metric.
+
+        Parameters
+        ----------
+        flops : float or sequence of float, optional
+            Budgets in FLOPs, trained at the posterior-median compute-optimal split.
+        params, tokens : float or sequence of float, optional
+            Explicit N and D instead of ``flops``.
+        prob : float
+            Mass of the central band (0.9: 5%–95%).
+        kind : {"observed", "mean"}
+        random_seed : int, optional
+            Seed of the noise draws; defaults to the fit's seed.
+        **inputs : float or sequence of float
+            The law's declared extra inputs, as in :meth:`forecast`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``flops``, ``params``, ``tokens``, ``loss_median`` (the loss the link
+            reads), ``metric_mean``, ``metric_median``, ``metric_lower``, ``metric_upper``;
+            ``attrs``: ``prob``, ``kind``, ``metric``, ``loss``, ``chance``, ``method``.
+
+        Raises
+        ------
+        ModelMismatchError
+            When the fit has no link.
+        """
+        from .downstream import forecast_metric_table
+
+        return forecast_metric_table(self, flops=flops, params=params, tokens=tokens,
+                                     prob=prob, kind=kind, random_seed=random_seed,
+                                     inputs=inputs)
+
+    def prob_metric_above(self, target: object, flops: object = None, *, params: object = None,
+                          tokens: object = None, kind: str = "observed",
+                          **inputs: object) -> float | pd.DataFrame:
+        """P(metric ≥ target) for a run at each budget (or explicit N, D).
+
+        A scalar target at one point gives a float. See
+        :func:`bayescale.downstream.prob_metric_above`.
+        """
+        from .downstream import prob_metric_above
+
+        return prob_metric_above(self, target, flops, params=params, tokens=tokens, kind=kind,
+                                 inputs=inputs)
+
+    def compute_to_reach_metric(self, target: object, prob: object = 0.8, *,
+                                kind: str = "observed") -> float | pd.DataFrame:
+        """Smallest budget (FLOPs) with P(metric ≥ target) ≥ prob; ``inf`` when out of reach.
+
+        See :func:`bayescale.downstream.compute_to_reach_metric`.
+        """
+        from .downstream import compute_to_reach_metric
+
+        return compute_to_reach_metric(self, target, prob, kind=kind)
+
+    def link_summary(self, prob: float = 0.9) -> pd.DataFrame:
+        """Median and band of the link's ceiling, k, L0 and φ (with R-hat and ESS)."""
+        from .downstream import _link
+
+        return _link(self).summary(prob)
+
+    def link_findings(self) -> list[str]:
+        """What the runs cannot tell about the sigmoid (empty when the transition is pinned)."""
+        from .downstream import _link, link_findings
+
+        return link_findings(_link(self))
+
+    def plot_metric(self, flops: object = None, *, kind: str = "observed", ax: Any = None) -> Any:
+        """The metric against compute: runs, median, 50%/90% bands (see
+        :func:`bayescale.plotting.plot_metric_forecast`)."""
+        from .plotting import plot_metric_forecast
+
+        return plot_metric_forecast(self, flops=flops, kind=kind, ax=ax)
 
 
 def _budget_as_flops(name: str, value: object) -> object:
