@@ -753,6 +753,13 @@ class ScalingFit:
 
         return plot_metric_forecast(self, flops=flops, kind=kind, ax=ax)
 
+    def plot_link(self, *, axes: Any = None, kind: str = "mean") -> Any:
+        """Step 1 (the law for the loss the link reads) and step 2 (the link) side by side
+        (see :func:`bayescale.plotting.plot_link`); returns the two Axes."""
+        from .plotting import plot_link
+
+        return plot_link(self, axes=axes, kind=kind)
+
 
 def _budget_as_flops(name: str, value: object) -> object:
     """A one-amount :class:`bayescale.Budget` as FLOPs at its median utilization; anything

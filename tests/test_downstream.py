@@ -297,9 +297,8 @@ def test_plots_and_report_section(linked_fit, tmp_path):
 
     ax = linked_fit.plot_metric(flops=[1e20])
     assert ax.get_ylabel() == "acc" and len(ax.collections) >= 3
-    from bayescale.plotting import plot_link
 
-    left, right = plot_link(linked_fit)
+    left, right = linked_fit.plot_link()
     assert right.get_xlabel() == "bpb (lower is better)" and right.xaxis_inverted()
     plt.close("all")
     from bayescale.report import _Builder, _metric_section
