@@ -552,7 +552,11 @@ def cmd_risk(args: argparse.Namespace) -> int:
     hardware = _hardware_from_args(args)
     money = _budget_from_args(args, hardware, "--budget")
     if not args.target and not getattr(args, "metric_target", None):
-        raise BayescaleError("give --target (loss) and/or --metric-target (metric)")
+        # As argparse reports a missing required option (--target was required before
+        # --metric-target existed).
+        print("bayescale risk: error: the following arguments are required: --target "
+              "(or --metric-target for a metric)", file=sys.stderr)
+        raise SystemExit(2)
     fit = _fit_or_load(args)
     targets = _unique_in_order(args.target)
     budgets, probs = _unique_in_order(args.budget) or [], sorted(set(args.prob))
