@@ -137,7 +137,7 @@ def main() -> None:
         for variant in VARIANTS:
             rows += run_variant(case, variant, frame, test, settings)
             last = pd.DataFrame(rows[-len(test):])
-            if last.median.isna().all():
+            if last["median"].isna().all():
                 continue
             print(f"{case:24s} {variant:24s} RMSLE {np.sqrt(np.mean(last.log_error ** 2)):.4f} "
                   f"cov50 {last.in50.mean():.2f} cov90 {last.in90.mean():.2f} "
