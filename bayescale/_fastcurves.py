@@ -67,10 +67,10 @@ def coordinates(law: Any, priors: dict, schedule: bool) -> list[str]:
     return [n for n in names if priors[n].dist != "Fixed"]
 
 
-def make_buffer(law: Any, priors: dict, schedule: bool, layout: Any) -> np.ndarray:
-    """Pack priors, reference values and the checkpoints of ``layout`` into the buffer."""
-    from .curves import schedule_excess
-
+def make_buffer(law: Any, priors: dict, schedule: bool, layout: Any,
+                excess: np.ndarray) -> np.ndarray:
+    """Pack priors, reference values and the checkpoints of ``layout`` into the buffer;
+    ``excess`` is the schedule term's s(f) per checkpoint (:func:`curves.schedule_excess`)."""
     runs = layout.runs
     names = coordinates(law, priors, schedule)
     slots = [*law.parameter_domains, *SCALARS]
@@ -97,7 +97,7 @@ def make_buffer(law: Any, priors: dict, schedule: bool, layout: Any) -> np.ndarr
     columns = [np.log(runs.column(name)) for name in law.inputs]
     columns += [np.log(runs.column("loss")), layout.index.astype(np.float64),
                 layout.prev.astype(np.float64), layout.dlog,
-                schedule_excess(layout.fraction) if schedule else np.zeros(n), np.zeros(n)]
+                np.asarray(excess, dtype=np.float64) if schedule else np.zeros(n), np.zeros(n)]
     for i, column in enumerate(columns):
         buf[data_start + i * n:data_start + (i + 1) * n] = column
     buf.flags.writeable = False

@@ -258,7 +258,8 @@ class CurveModel:
             from . import _fastcurves
 
             schedule = self.schedule == "cosine"
-            buf = _fastcurves.make_buffer(self.law, self.priors, schedule, layout)
+            buf = _fastcurves.make_buffer(self.law, self.priors, schedule, layout,
+                                          schedule_excess(layout.fraction))
             compiled = _fastcurves.nutpie_model(self.law, buf, self.priors, schedule)
             _check_start(self.law, buf, compiled)
         else:

@@ -51,7 +51,8 @@ def test_generated_density_matches_pymc():
     runs = load(simulate(sizes=(1e8, 4e8, 1.6e9), ratios=(10, 40), checkpoints=6)[0])
     model = bs.CurveModel("chinchilla", schedule="cosine")
     layout = curve_layout(runs, None, model.min_fraction)
-    buf = _fastcurves.make_buffer(model.law, model.priors, True, layout)
+    buf = _fastcurves.make_buffer(model.law, model.priors, True, layout,
+                                  schedule_excess(layout.fraction))
     names = _fastcurves.coordinates(model.law, model.priors, True)
     pm_model = model.build(layout)
     logp, dlogp = pm_model.compile_logp(), pm_model.compile_dlogp()
