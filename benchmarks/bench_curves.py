@@ -16,9 +16,10 @@ Variants, all Chinchilla's law:
 
 Scores per case and variant: RMSLE of the posterior median, coverage of the central 50% and
 90% observed-loss intervals, wall-clock seconds. Writes benchmarks/results/curves_forecast.csv
-(per run) and curves_summary.csv.
+(per run) and curves_summary.csv (width90: mean width of the 90% band relative to the median).
 
     .venv/bin/python benchmarks/bench_curves.py [--draws 500] [--tune 500] [--chains 2]
+    .venv/bin/python benchmarks/bench_curves.py --in-progress   # 3B runs seen to 30%: forecast_run
 """
 
 from __future__ import annotations
@@ -119,6 +120,51 @@ def run_variant(case, variant, frame, test, settings) -> list[dict]:
                  seconds, n_points)
 
 
+def summarise(per_run: pd.DataFrame) -> pd.DataFrame:
+    """One row per case and variant: RMSLE, coverage, mean relative width of the 90% band."""
+    per_run = per_run.assign(width90=(per_run.upper90 - per_run.lower90) / per_run["median"])
+    return (per_run.groupby(["case", "variant"], sort=False)
+            .agg(runs=("run", "size"), points=("points", "first"),
+                 rmsle=("log_error", lambda e: float(np.sqrt(np.mean(e ** 2)))),
+                 coverage50=("in50", "mean"), coverage90=("in90", "mean"),
+                 width90=("width90", "mean"), seconds=("seconds", "first")).reset_index())
+
+
+def in_progress(settings: dict, out: Path, share: float = 0.3, schedule: str = "cosine",
+                runs_to_check: tuple[str, ...] = ("3B-0.5xC", "3B-1xC", "3B-2xC")) -> pd.DataFrame:
+    """Each 3B ladder run cut at ``share`` of its tokens, fitted with every <= 1B curve:
+    its final loss by forecast_run (own offset + AR(1)) vs by forecast (a new run)."""
+    df = pd.read_csv(DATA / "olmo_ladder_bhagia2024_curves.csv").rename(columns={"c4_loss": "loss"})
+    rows = []
+    for run, part in df[df.run.isin(runs_to_check)].groupby("run"):
+        total = float(part.tokens.max())
+        actual = float(part.sort_values("tokens").loss.iloc[-1])
+        frame = pd.concat([df[df.size_label != "3B"], part[part.tokens <= share * total]])
+        runs = bs.load_runs(frame[["run", "params", "tokens", "loss"]], flops=None, run="run")
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = bs.CurveModel("chinchilla", schedule=schedule).fit(
+                runs, planned_tokens={run: total}, **settings)
+        seconds = time.perf_counter() - start
+        for method, table in (("forecast_run", fit.forecast_run(run, prob=0.9)),
+                              ("forecast_new_run", fit.forecast(part.params.iloc[0], total, prob=0.9))):
+            row = table.iloc[0]
+            rows.append({"run": run, "seen_share": share, "schedule": schedule,
+                         "method": method, "actual": actual,
+                         "median": row.loss_median, "lower90": row.loss_lower,
+                         "upper90": row.loss_upper,
+                         "log_error": np.log(row.loss_median) - np.log(actual),
+                         "in90": float(row.loss_lower <= actual <= row.loss_upper),
+                         "seconds": seconds})
+            print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "curves_in_progress.csv", index=False)
+    print(table.groupby("method").agg(rmsle=("log_error", lambda e: float(np.sqrt(np.mean(e ** 2)))),
+                                      coverage90=("in90", "mean")).to_string())
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=500)
@@ -126,9 +172,14 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--in-progress", action="store_true",
+                        help="only the runs-in-progress check (writes curves_in_progress.csv)")
     args = parser.parse_args()
     settings = {"draws": args.draws, "tune": args.tune, "chains": args.chains,
                 "random_seed": args.seed}
+    if args.in_progress:
+        in_progress(settings, Path(args.out))
+        return
     cases = {"olmo_ladder_3B": ladder_case()}
     hitchhiker, skipped = hitchhiker_cases()
     cases.update(hitchhiker)
@@ -143,11 +194,7 @@ def main() -> None:
                   f"cov50 {last.in50.mean():.2f} cov90 {last.in90.mean():.2f} "
                   f"{last.seconds.iloc[0]:6.1f} s", flush=True)
     per_run = pd.DataFrame(rows)
-    summary = (per_run.groupby(["case", "variant"], sort=False)
-               .agg(runs=("run", "size"), points=("points", "first"),
-                    rmsle=("log_error", lambda e: float(np.sqrt(np.mean(e ** 2)))),
-                    coverage50=("in50", "mean"), coverage90=("in90", "mean"),
-                    seconds=("seconds", "first")).reset_index())
+    summary = summarise(per_run)
     load = os.getloadavg()[0]
     summary["load_average"] = round(load, 2)
     out = Path(args.out)
