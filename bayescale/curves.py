@@ -407,6 +407,10 @@ class CurveFit:
         last checkpoint, so a run running above the law stays above it, less so the further
         ahead.
 
+        On real cosine schedules seen to 30% (OLMo ladder, 3B) its bands were too narrow: the
+        one-parameter schedule term understates an early checkpoint's excess (see
+        docs/guide/curves.md); :meth:`forecast` of a new run was calibrated there.
+
         Parameters
         ----------
         run : str
