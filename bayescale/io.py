@@ -110,6 +110,10 @@ def _to_tree(fit: FitLike) -> xr.DataTree:
     if getattr(fit, "discrepancy", None) is not None:
         # Optional: files without it (bayescale 0.1.0) load with no discrepancy.
         attrs["discrepancy"] = json.dumps(fit.discrepancy.to_dict(), sort_keys=True)
+    if getattr(fit.runs, "run", None) is not None:
+        # Optional: which run each row (checkpoint) belongs to; files without it load as
+        # one run per row, as before.
+        attrs["run_ids"] = json.dumps([str(r) for r in fit.runs.run])
     attrs["bayescale_version"] = __version__
     groups = {"posterior": fit.posterior, "sample_stats": fit.sample_stats,
               "observed_data": observed}
@@ -202,7 +206,12 @@ def read_fit(path: str | PathLike[str]) -> dict[str, Any]:
         names = [*STANDARD_COLUMNS, *(n for n in observed.data_vars if n not in STANDARD_COLUMNS)]
         frame = pd.DataFrame({name: np.asarray(observed[name].values, dtype=np.float64)
                               for name in names})
-        runs = Runs(frame=frame, source=str(attrs.get("runs_source", "saved fit")))
+        run_ids = None
+        if "run_ids" in attrs:
+            run_ids = np.array(json.loads(attrs["run_ids"]), dtype=object)
+            if run_ids.shape != (len(frame),):
+                raise ValueError(f"it has {run_ids.size} run ids for {len(frame)} runs")
+        runs = Runs(frame=frame, source=str(attrs.get("runs_source", "saved fit")), run=run_ids)
         posterior = tree["posterior"].to_dataset()
         sample_stats = tree["sample_stats"].to_dataset()
         likelihood = str(attrs["likelihood"])
