@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .backtest import Backtest, backtest, compare
 from .budget import Budget, Hardware
+from .curves import CurveFit, CurveModel
 from .data import Runs, load_runs
 from .datasets import load_dataset
 from .design import check_design
@@ -90,4 +91,7 @@ __all__ = [
     "GroupFailureWarning",
     "fit_many",
     "load_fits",
+    # learning curves (bayescale.curves)
+    "CurveFit",
+    "CurveModel",
 ]

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ._validate import SEED_MAX, finite_or_none, output_path
-from .exceptions import BayescaleError
+from .exceptions import ArgumentError, BayescaleError
 
 DEMO_BUDGETS = (1e22, 1e23, 1e24, 1e25)
 
@@ -66,6 +66,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{spec.name.replace('_', '-')}-col", dest=f"{spec.name}_col",
                            default=None, help=f"column with {spec.symbol}, the {spec.label} "
                            "(laws that declare it)")
+    held = parser.add_argument_group("extra inputs held fixed in forecasts")
+    for spec in _extra_input_specs():
+        held.add_argument(f"--{spec.name.replace('_', '-')}", dest=f"hold_{spec.name}",
+                          type=_positive_float, default=None, metavar=spec.symbol,
+                          help=f"{spec.label} {spec.symbol} that forecasts, risks and "
+                          "allocations hold fixed (laws that declare it; default: the "
+                          "largest in the runs)")
 
 
 def _extra_input_specs():
@@ -176,6 +183,8 @@ def _load_cli_runs(args: argparse.Namespace):
     extras = {spec.name: getattr(args, f"{spec.name}_col", None) for spec in _extra_input_specs()}
     return load_runs(args.runs, params=args.params_col, tokens=args.tokens_col,
                      flops=args.flops_col, loss=args.loss_col,
+                     metric=getattr(args, "metric_col", None),
+                     task_loss=getattr(args, "task_loss_col", None),
                      **{name: column for name, column in extras.items() if column})
 
 
@@ -183,7 +192,7 @@ def _fit_from_args(args: argparse.Namespace, runs=None):
     from .model import ScalingModel
 
     runs = runs if runs is not None else _load_cli_runs(args)
-    model = ScalingModel(args.law, likelihood=args.likelihood)
+    model = ScalingModel(args.law, likelihood=args.likelihood, **_link_kwargs(args))
     print(f"Fitting the {args.law} law to {len(runs)} runs from {runs.source} "
           f"({args.chains} chains x {args.draws} draws, seed {args.seed})...", file=sys.stderr)
     return model.fit(runs, draws=args.draws, tune=args.tune, chains=args.chains,
@@ -191,12 +200,86 @@ def _fit_from_args(args: argparse.Namespace, runs=None):
                      progressbar=not args.no_progress)
 
 
+def _link_kwargs(args: argparse.Namespace) -> dict:
+    """ScalingModel's link options when a metric column was given (issue 16)."""
+    if getattr(args, "metric_col", None) is None:
+        if getattr(args, "task_loss_col", None) or getattr(args, "chance", None) is not None:
+            raise BayescaleError("--task-loss-col and --chance describe a metric: give "
+                                 "--metric-col too")
+        return {}
+    return {"link": "sigmoid", "chance": args.chance, "link_method": args.link_method}
+
+
+def _add_metric_arguments(parser: argparse.ArgumentParser, *, risk: bool = False) -> None:
+    group = parser.add_argument_group(
+        "downstream metric (loss -> accuracy: the law fits the task loss, a sigmoid links it "
+        "to the metric)")
+    group.add_argument("--metric-col", metavar="COLUMN",
+                       help="column with a metric in [0, 1] per run (e.g. mmlu_acc); fits the "
+                            "link and reports the metric too")
+    group.add_argument("--task-loss-col", metavar="COLUMN",
+                       help="column with the task loss the link reads (e.g. mmlu_bpb); "
+                            "default: the loss")
+    group.add_argument("--chance", type=_nonnegative_float, metavar="P",
+                       help="the metric's floor, e.g. 0.25 for 4-way multiple choice (default 0)")
+    group.add_argument("--link-method", choices=["two_stage", "joint"], default=None,
+                       help="fit law and link in two stages (default) or jointly")
+    if risk:
+        group.add_argument("--metric-target", type=_probability, nargs="+", metavar="A",
+                           help="metric target(s) in (0, 1): P(metric >= A) at --budget and "
+                                "the compute to reach A with each --prob")
+
+
+def _metric_forecast(fit, kwargs: dict, probs: Sequence[float], kind: str, as_json: bool):
+    """Print (or return for JSON) the metric forecast of a fit with a link."""
+    if getattr(fit, "link", None) is None:
+        return None
+    tables = [fit.forecast_metric(**kwargs, prob=p, kind=kind) for p in sorted(probs)]
+    if as_json:
+        last = tables[-1]
+        return {"metric": last.attrs["metric"], "chance": last.attrs["chance"],
+                "method": last.attrs["method"], "prob": last.attrs["prob"],
+                "bands": {f"{p:g}": t[["metric_lower", "metric_upper"]]
+                          for p, t in zip(sorted(probs), tables)},
+                "forecast": last, "findings": fit.link_findings()}
+    first = tables[0]
+    print(f"\nForecast of {kind} {first.attrs['metric']} (link reads {first.attrs['loss']}; "
+          f"chance {first.attrs['chance']:g}; {first.attrs['method'].replace('_', '-')} fit)")
+    out = pd.DataFrame({"FLOPs": first["flops"].map(_sci), "N": first["params"].map(_sci),
+                        "D": first["tokens"].map(_sci),
+                        "median": first["metric_median"].map(lambda v: f"{v:.4f}")})
+    for table in tables:
+        level = round(100 * table.attrs["prob"])
+        out[f"{level}% band"] = [f"[{lo:.4f}, {hi:.4f}]" for lo, hi in
+                                 zip(table["metric_lower"], table["metric_upper"])]
+    print(out.to_string(index=False))
+    for finding in fit.link_findings():
+        print(f"Note: {finding}")
+    return None
+
+
 def _fit_or_load(args: argparse.Namespace):
     from .fit import load_fit
 
     if Path(args.runs).suffix.lower() in (".nc", ".netcdf"):
-        return load_fit(args.runs)
-    return _fit_from_args(args)
+        return _hold_inputs(load_fit(args.runs), args)
+    return _hold_inputs(_fit_from_args(args), args)
+
+
+def _hold_inputs(fit, args: argparse.Namespace):
+    """The fit with the law's extra inputs held at the values given (--unique-tokens ...),
+    the rest at their largest value in the runs (said on stderr)."""
+    given = {spec.name: getattr(args, f"hold_{spec.name}", None) for spec in _extra_input_specs()}
+    given = {name: value for name, value in given.items() if value is not None}
+    unused = sorted(set(given) - set(fit.law.extra_inputs))
+    if unused:
+        raise ArgumentError(f"--{unused[0].replace('_', '-')} is an input of other laws; the "
+                            f"{fit.law.name} law does not read it")
+    fit, note = fit.holding(**given).for_presentation()
+    if note:
+        print(note.replace("use fit.holding(...)", "give --" + "/--".join(
+            n.replace("_", "-") for n in fit.law.extra_inputs)), file=sys.stderr)
+    return fit
 
 
 def _print_fit(fit) -> None:
@@ -352,8 +435,11 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     kwargs = ({"flops": args.flops} if args.flops is not None
               else {"params": args.params, "tokens": args.tokens})
     tables = [fit.forecast(**kwargs, prob=p, kind=args.kind) for p in sorted(args.prob)]
+    metric = _metric_forecast(fit, kwargs, args.prob, args.kind, args.json) \
+        if budget is None else None
     if args.json:
         _print_json({"kind": args.kind, "prob": tables[-1].attrs["prob"], "forecast": tables[-1],
+                     **({"metric_forecast": metric} if metric is not None else {}),
                      **({"hardware": hardware.describe()} if hardware else {})})
     else:
         print(f"\nForecast of {args.kind} loss")
@@ -364,6 +450,40 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         if hardware is not None:
             _print_conversion(hardware, budget)
     return 0
+
+
+def _metric_risk(args: argparse.Namespace, fit, budgets: Sequence[float], probs) -> dict | None:
+    """P(metric >= target) at the budgets and the compute to reach each target (issue 16)."""
+    targets = _unique_in_order(getattr(args, "metric_target", None))
+    if not targets:
+        return None
+    if getattr(fit, "link", None) is None:
+        raise BayescaleError("--metric-target needs a fit with a metric link: give --metric-col "
+                             "(and --chance) with the runs, or a saved fit made with them")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        above = (fit.prob_metric_above(targets, list(budgets), kind=args.kind)
+                 if len(budgets) else None)
+        reach = fit.compute_to_reach_metric(targets, probs, kind=args.kind)
+    _report_warnings(caught)
+    name = fit.link.metric_name
+    if not args.json:
+        if above is not None:
+            print(f"\nP({name} >= target) for one run at each budget in FLOPs")
+            table = pd.DataFrame({"budget": above["flops"].map(_flops_text)})
+            for t in targets:
+                table[f">= {t:g}"] = above[f"prob_{t:g}"].map(lambda v: f"{v:.3f}")
+            print(table.to_string(index=False))
+        print(f"\nCompute to reach the {name} target with each confidence (FLOPs)")
+        out = pd.DataFrame({f"target {name}": [f"{t:g}" for t in targets]})
+        for p in probs:
+            rows = reach[reach["prob"] == p].set_index("target")["flops"]
+            out[f"{round(100 * p)}%"] = [_flops_text(rows[t]) for t in targets]
+        print(out.to_string(index=False))
+        for finding in fit.link_findings():
+            print(f"Note: {finding}")
+    return {"metric": name, "prob_above": above if above is not None else [],
+            "compute_to_reach": reach, "findings": fit.link_findings()}
 
 
 def format_backtest_summary(summary: pd.Series) -> str:
@@ -454,9 +574,20 @@ def format_risk_table(table: pd.DataFrame, labels: Sequence[str] | None = None) 
 def cmd_risk(args: argparse.Namespace) -> int:
     hardware = _hardware_from_args(args)
     money = _budget_from_args(args, hardware, "--budget")
+    if not args.target and not getattr(args, "metric_target", None):
+        # As argparse reports a missing required option (--target was required before
+        # --metric-target existed).
+        print("bayescale risk: error: the following arguments are required: --target "
+              "(or --metric-target for a metric)", file=sys.stderr)
+        raise SystemExit(2)
     fit = _fit_or_load(args)
     targets = _unique_in_order(args.target)
     budgets, probs = _unique_in_order(args.budget) or [], sorted(set(args.prob))
+    if not targets:
+        metric = _metric_risk(args, fit, [] if money is not None else budgets, probs)
+        if args.json:
+            _print_json({"kind": args.kind, "metric_risk": metric})
+        return 0
     if money is not None:
         budgets = money
     units = {} if hardware is None else {"units": ["flops", *_cost_units(hardware)],
@@ -471,12 +602,15 @@ def cmd_risk(args: argparse.Namespace) -> int:
                                      mode=args.mode, kind=args.kind, **units)
         spread = fit.compute_distribution(targets, prob=args.band, **units)
     _report_warnings(caught)
+    metric = (_metric_risk(args, fit, [] if money is not None else budgets, probs)
+              if args.json else None)
     if args.json:
         risk_rows = [dict(row, target=t) for t, table in zip(targets, per_target)
                      for row in _json_records(table)]
         _print_json({"mode": args.mode, "kind": args.kind, "risk": risk_rows,
                      "compute_to_reach": reach, "compute_distribution": spread,
                      "band": args.band,
+                     **({"metric_risk": metric} if metric is not None else {}),
                      **({"hardware": hardware.describe()} if hardware else {})})
         return 0
     where = ("compute law: the budget alone sets the loss" if not fit.law.splits_compute
@@ -508,6 +642,7 @@ def cmd_risk(args: argparse.Namespace) -> int:
     if hardware is not None:
         _print_reach_in_units(reach, spread, targets, probs, hardware, level)
         _print_conversion(hardware, money)
+    _metric_risk(args, fit, [] if money is not None else budgets, probs)
     return 0
 
 
@@ -813,6 +948,7 @@ def build_parser() -> argparse.ArgumentParser:
     forecast.add_argument("--kind", choices=["observed", "mean"], default="observed")
     forecast.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_budget_arguments(forecast)
+    _add_metric_arguments(forecast)
     forecast.set_defaults(handler=cmd_forecast)
 
     back = sub.add_parser("backtest", help="fit the smaller runs, score forecasts of the larger ones")
@@ -833,8 +969,8 @@ def build_parser() -> argparse.ArgumentParser:
     risk = sub.add_parser("risk", help="P(loss <= target) at budgets, compute to reach a target")
     _add_run_arguments(risk)
     _add_fit_arguments(risk)
-    risk.add_argument("--target", type=_positive_float, nargs="+", required=True,
-                      help="target loss(es)")
+    risk.add_argument("--target", type=_positive_float, nargs="+",
+                      help="target loss(es) (required unless --metric-target is given)")
     risk.add_argument("--budget", type=_positive_float, nargs="+", help="budgets in FLOPs")
     risk.add_argument("--prob", type=_probability, nargs="+", default=[0.5, 0.8, 0.9],
                       help="confidence levels for the compute to reach a target (default 0.5 0.8 0.9)")
@@ -846,6 +982,7 @@ def build_parser() -> argparse.ArgumentParser:
     risk.add_argument("--kind", choices=["observed", "mean"], default="observed")
     risk.add_argument("--json", action="store_true", help="print JSON instead of tables")
     _add_budget_arguments(risk)
+    _add_metric_arguments(risk, risk=True)
     risk.set_defaults(handler=cmd_risk)
 
     allocate = sub.add_parser("allocate", help="compute-optimal N and D with bands; "

@@ -104,6 +104,14 @@ class Runs:
     frame: pd.DataFrame
     source: str = "DataFrame"
     extra: pd.DataFrame | None = field(default=None, repr=False)
+    #: Downstream outcomes (issue 16): columns ``metric`` (accuracy in [0, 1]) and/or
+    #: ``task_loss`` (a positive task loss), one row per run; None when not loaded.
+    outcomes: pd.DataFrame | None = field(default=None, repr=False)
+    #: The user's column names of the outcomes, e.g. {"metric": "mmlu_acc"}, for labels.
+    outcome_names: dict[str, str] | None = field(default=None, repr=False)
+    #: Learning curves: the id of the run each row (checkpoint) belongs to, as strings, or
+    #: None when every row is its own run (final points). Set by ``load_runs(run=...)``.
+    run: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -144,7 +152,47 @@ class Runs:
         mask = np.asarray(mask, dtype=bool)
         frame = self.frame.loc[mask].reset_index(drop=True)
         extra = None if self.extra is None else self.extra.loc[mask].reset_index(drop=True)
-        return Runs(frame=frame, source=self.source, extra=extra)
+        outcomes = (None if self.outcomes is None
+                    else self.outcomes.loc[mask].reset_index(drop=True))
+        run = None if self.run is None else self.run[mask]
+        return Runs(frame=frame, source=self.source, extra=extra, outcomes=outcomes,
+                    outcome_names=self.outcome_names, run=run)
+
+    @property
+    def has_metric(self) -> bool:
+        """True when the runs carry a downstream metric (``load_runs(..., metric=)``)."""
+        return self.outcomes is not None and "metric" in self.outcomes.columns
+
+    def outcome(self, name: str) -> np.ndarray:
+        """The ``"metric"`` or ``"task_loss"`` column as a read-only float64 array."""
+        if self.outcomes is None or name not in self.outcomes.columns:
+            given = [] if self.outcomes is None else list(self.outcomes.columns)
+            raise KeyError(f"the runs carry no {name!r} column (loaded: {given or 'none'}); "
+                           f"load them with load_runs(..., {name}=<column>)")
+        values = self.outcomes[name].to_numpy(dtype=np.float64, copy=True)
+        values.flags.writeable = False
+        return values
+
+    @property
+    def has_curves(self) -> bool:
+        """True when a run column was given and some run has more than one row."""
+        return self.run is not None and len(np.unique(self.run)) < len(self.run)
+
+    def run_ids(self) -> np.ndarray:
+        """The run id of every row: the ``run`` column, or ``"0"``, ``"1"``, ... (one run per
+        row) when none was given."""
+        if self.run is not None:
+            return self.run
+        return np.array([str(i) for i in range(len(self.frame))], dtype=object)
+
+    def final_points(self) -> "Runs":
+        """One row per run: its last checkpoint (the row with the most tokens)."""
+        if self.run is None:
+            return self
+        last = pd.Series(np.arange(len(self.frame))).groupby(self.run, sort=False).max()
+        mask = np.zeros(len(self.frame), dtype=bool)
+        mask[last.to_numpy()] = True
+        return self.subset(mask)
 
     def describe(self) -> pd.DataFrame:
         """Min, max and number of distinct values of each column, for reports."""
@@ -253,6 +301,9 @@ def load_runs(
     tokens: str | None = "tokens",
     flops: str | None = "flops",
     loss: str = "loss",
+    metric: str | None = None,
+    task_loss: str | None = None,
+    run: str | None = None,
     **inputs: str | None,
 ) -> Runs:
     """Load and validate training runs from a DataFrame or a CSV file.
@@ -271,6 +322,19 @@ def load_runs(
         Declared extra inputs a law needs, as ``name=column``, e.g.
         ``unique_tokens="U"`` for the data-constrained law. Validated like the others
         (numbers, finite, positive); the names are those the registered laws declare.
+    metric : str, optional
+        Column of a downstream metric per run, e.g. ``"mmlu_acc"``: an accuracy in [0, 1]
+        (a percentage is refused, not rescaled). Fitted by ``ScalingModel(..., link="sigmoid")``.
+    task_loss : str, optional
+        Column of a task loss per run (e.g. ``"mmlu_bpb"``, bits per byte of the correct
+        answers): positive. With a metric, the linked model's first step fits the law to this
+        loss instead of ``loss``.
+    run : str, optional
+        Learning curves: the column naming the run each row belongs to. Each row is then one
+        checkpoint (``tokens`` = tokens seen so far, ``loss`` = the loss there); a run's rows
+        must be in training order (tokens strictly increasing) and share one ``params``. One
+        row per run is fine (final points). :class:`bayescale.CurveModel` fits such data.
+
     Returns
     -------
     Runs
@@ -369,9 +433,117 @@ def load_runs(
         standard[name] = _numeric_column(frame, column, name, where)
     used = {c for c in (params, tokens, flops, loss, *extras.values())
             if c is not None and c in columns}
+    outcomes, outcome_names = _load_outcomes(frame, where, columns, metric, task_loss)
+    used |= set(outcome_names.values())
+    run_ids = None
+    if run is not None:
+        run_ids = _run_column(frame, run, standard, where, columns)
+        used.add(run)
     extra_cols = [c for c in columns if c not in used]
     extra = frame[extra_cols].reset_index(drop=True) if extra_cols else None
-    return Runs(frame=standard, source=source_name, extra=extra)
+    return Runs(frame=standard, source=source_name, extra=extra, outcomes=outcomes,
+                outcome_names=outcome_names or None, run=run_ids)
+
+
+def _load_outcomes(frame: pd.DataFrame, where: str, columns: list[str], metric: str | None,
+                   task_loss: str | None) -> tuple[pd.DataFrame | None, dict[str, str]]:
+    """The downstream columns (issue 16): a metric in [0, 1] and a positive task loss."""
+    names: dict[str, str] = {}
+    values: dict[str, np.ndarray] = {}
+    for key, column in (("metric", metric), ("task_loss", task_loss)):
+        if column is None:
+            continue
+        if not isinstance(column, str):
+            raise TypeError(f"load_runs: {key} must be a column name (str), got "
+                            f"{type(column).__name__}")
+        if column not in columns:
+            raise RunDataError(f"{where}: missing column {column!r} (the {key.replace('_', ' ')} "
+                               f"of each run, given as {key}={column!r}); columns are {columns}")
+        names[key] = column
+    if "task_loss" in names:
+        values["task_loss"] = _numeric_column(frame, names["task_loss"], "task_loss", where)
+    if "metric" in names:
+        values["metric"] = _metric_column(frame, names["metric"], where)
+    if not values:
+        return None, names
+    return pd.DataFrame(values), names
+
+
+def _metric_column(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
+    """A metric column: numbers in [0, 1], the row named on error."""
+    series = frame[column]
+    if isinstance(series, pd.DataFrame):
+        raise RunDataError(f"{where}: column {column!r} appears {series.shape[1]} times; keep one")
+    out = np.empty(len(series), dtype=np.float64)
+    for position, raw in enumerate(series.tolist()):
+        label = _row_label(frame, position)
+        text = raw.strip() if isinstance(raw, str) else raw
+        if isinstance(raw, (bool, np.bool_)) or text is None or text == "":
+            raise RunDataError(f"{where}: column {column!r}, {label}: value {raw!r} is not a "
+                               "number; expected an accuracy in [0, 1]")
+        try:
+            number = float(text)
+        except (TypeError, ValueError):
+            raise RunDataError(f"{where}: column {column!r}, {label}: value {raw!r} is not a "
+                               "number; expected an accuracy in [0, 1]") from None
+        if not (0.0 <= number <= 1.0):  # also catches NaN
+            hint = (" (a percentage? divide by 100)" if 1.0 < number <= 100.0 else "")
+            raise RunDataError(f"{where}: column {column!r}, {label}: value {raw!r} is outside "
+                               f"[0, 1]; expected an accuracy in [0, 1]{hint}")
+        out[position] = number
+    return out
+
+
+def _run_column(frame: pd.DataFrame, run: str, standard: pd.DataFrame, where: str,
+                columns: list[str]) -> np.ndarray:
+    """Validated run ids (strings) for ``load_runs(run=...)``: every row has one, and within
+    a run the tokens increase row by row and params stay the same."""
+    if not isinstance(run, str):
+        raise TypeError(f"load_runs: run= must be a column name (str), got {type(run).__name__}")
+    if run not in columns:
+        raise RunDataError(f"{where}: missing column {run!r} (the run each checkpoint belongs "
+                           f"to, given as run={run!r}); columns are {columns}")
+    raw = frame[run]
+    if isinstance(raw, pd.DataFrame):
+        raise RunDataError(f"{where}: column {run!r} appears {raw.shape[1]} times; keep one")
+    ids = np.empty(len(raw), dtype=object)
+    for position, value in enumerate(raw.tolist()):
+        missing = value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+        text = "" if missing else str(value).strip()
+        if text == "":
+            raise RunDataError(f"{where}: column {run!r}, {_row_label(frame, position)}: missing "
+                               "run id; every checkpoint needs the id of the run it belongs to")
+        ids[position] = text
+    tokens = standard["tokens"].to_numpy()
+    params = standard["params"].to_numpy()
+    if not np.isfinite(tokens).all():
+        raise RunDataError(f"{where}: run={run!r} needs a tokens column (tokens seen at each "
+                           "checkpoint); learning curves are indexed by tokens")
+    positions = pd.Series(np.arange(len(ids))).groupby(ids, sort=False)
+    for name, rows in positions:
+        rows = rows.to_numpy()
+        if rows.size < 2:
+            continue
+        t = tokens[rows]
+        bad = np.flatnonzero(t[1:] <= t[:-1])
+        if bad.size:
+            k = int(bad[0])
+            verb = "repeat" if t[k + 1] == t[k] else "go down"
+            raise RunDataError(
+                f"{where}: run {name!r}: tokens {verb} from {t[k]:.6g} at "
+                f"{_row_label(frame, int(rows[k]))} to {t[k + 1]:.6g} at "
+                f"{_row_label(frame, int(rows[k + 1]))}; a run's checkpoints must be in "
+                "training order with tokens seen increasing (sort by step, drop repeated "
+                "checkpoints, or check the run ids)")
+        p = params[rows]
+        if np.isfinite(p).all() and np.ptp(p) > 0:
+            k = int(np.flatnonzero(p != p[0])[0])
+            raise RunDataError(
+                f"{where}: run {name!r}: params changes from {p[0]:.6g} at "
+                f"{_row_label(frame, int(rows[0]))} to {p[k]:.6g} at "
+                f"{_row_label(frame, int(rows[k]))}; one run trains one model, so its rows "
+                "must share one params (are two runs under one id?)")
+    return ids
 
 
 def runs_from_arrays(**columns: Any) -> Runs:

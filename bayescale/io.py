@@ -110,9 +110,14 @@ def _to_tree(fit: FitLike) -> xr.DataTree:
     if getattr(fit, "discrepancy", None) is not None:
         # Optional: files without it (bayescale 0.1.0) load with no discrepancy.
         attrs["discrepancy"] = json.dumps(fit.discrepancy.to_dict(), sort_keys=True)
+    if getattr(fit.runs, "run", None) is not None:
+        # Optional: which run each row (checkpoint) belongs to; files without it load as
+        # one run per row, as before.
+        attrs["run_ids"] = json.dumps([str(r) for r in fit.runs.run])
     attrs["bayescale_version"] = __version__
     groups = {"posterior": fit.posterior, "sample_stats": fit.sample_stats,
               "observed_data": observed}
+    groups.update(_downstream_groups(fit, attrs))
     attrs["checksum"] = _checksum(attrs, groups)
     return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), **groups})
 
@@ -201,7 +206,12 @@ def read_fit(path: str | PathLike[str]) -> dict[str, Any]:
         names = [*STANDARD_COLUMNS, *(n for n in observed.data_vars if n not in STANDARD_COLUMNS)]
         frame = pd.DataFrame({name: np.asarray(observed[name].values, dtype=np.float64)
                               for name in names})
-        runs = Runs(frame=frame, source=str(attrs.get("runs_source", "saved fit")))
+        run_ids = None
+        if "run_ids" in attrs:
+            run_ids = np.array(json.loads(attrs["run_ids"]), dtype=object)
+            if run_ids.shape != (len(frame),):
+                raise ValueError(f"it has {run_ids.size} run ids for {len(frame)} runs")
+        runs = Runs(frame=frame, source=str(attrs.get("runs_source", "saved fit")), run=run_ids)
         posterior = tree["posterior"].to_dataset()
         sample_stats = tree["sample_stats"].to_dataset()
         likelihood = str(attrs["likelihood"])
@@ -210,15 +220,64 @@ def read_fit(path: str | PathLike[str]) -> dict[str, Any]:
             from .discrepancy import Discrepancy
 
             discrepancy = Discrepancy.from_dict(json.loads(attrs["discrepancy"]))
+        extra_groups = {name: tree[name].to_dataset() for name in _DOWNSTREAM_GROUPS
+                        if name in tree.children}
         # Files written before checksums were added have none; they load unchecked.
         if "checksum" in attrs and attrs["checksum"] != _checksum(
                 dict(attrs), {"posterior": posterior, "sample_stats": sample_stats,
-                              "observed_data": observed}):
+                              "observed_data": observed, **extra_groups}):
             raise ValueError("its checksum does not match its contents (corrupted on disk or "
                              "in transfer); save the fit again")
         _check_contents(law, priors, likelihood, posterior, frame)
+        runs, link = _read_downstream(attrs, extra_groups, runs)
     except (KeyError, ValueError, TypeError) as exc:
         raise FitFileError(f"{str(source)!r} is damaged or incomplete: {exc}") from exc
-    return {"law": law, "priors": priors, "likelihood": likelihood, "runs": runs,
-            "reference": reference, "posterior": posterior, "sample_stats": sample_stats,
-            "settings": settings, "discrepancy": discrepancy}
+    fields = {"law": law, "priors": priors, "likelihood": likelihood, "runs": runs,
+              "reference": reference, "posterior": posterior, "sample_stats": sample_stats,
+              "settings": settings, "discrepancy": discrepancy}
+    if link is not None:
+        fields["link"] = link
+    return fields
+
+
+# -- downstream metric (issue 16): optional, so older files load unchanged ----------------
+_DOWNSTREAM_GROUPS = ("outcomes", "link_posterior")
+
+
+def _downstream_groups(fit: FitLike, attrs: dict) -> dict[str, xr.Dataset]:
+    """The runs' metric/task loss and the link's draws as groups; their names in ``attrs``."""
+    groups = {}
+    runs = fit.runs
+    if getattr(runs, "outcomes", None) is not None:
+        groups["outcomes"] = xr.Dataset({name: ("run", runs.outcomes[name].to_numpy())
+                                         for name in runs.outcomes.columns})
+        attrs["outcome_names"] = json.dumps(runs.outcome_names or {}, sort_keys=True)
+    link = getattr(fit, "link", None)
+    if link is not None:
+        groups["link_posterior"] = link.posterior
+        attrs["link"] = json.dumps(link.to_dict(), sort_keys=True)
+    return groups
+
+
+def _read_downstream(attrs: Any, groups: dict[str, xr.Dataset], runs: Runs):
+    """Inverse of :func:`_downstream_groups`: runs with their outcomes, and the link."""
+    from dataclasses import replace
+
+    if "outcomes" in groups:
+        data = groups["outcomes"]
+        outcomes = pd.DataFrame({name: np.asarray(data[name].values, dtype=np.float64)
+                                 for name in data.data_vars})
+        names = json.loads(attrs.get("outcome_names", "{}"))
+        runs = replace(runs, outcomes=outcomes, outcome_names=names or None)
+    link = None
+    if "link" in attrs:
+        from .downstream import LINK_PARAMETERS, LinkPosterior
+
+        if "link_posterior" not in groups:
+            raise KeyError("group 'link_posterior' missing (the file has a link)")
+        posterior = groups["link_posterior"]
+        missing = [n for n in LINK_PARAMETERS if n not in posterior.data_vars]
+        if missing:
+            raise ValueError(f"the link's draws lack {missing}")
+        link = LinkPosterior.from_dict(json.loads(attrs["link"]), posterior)
+    return runs, link

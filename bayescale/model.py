@@ -68,6 +68,17 @@ class ScalingModel:
         ``alpha``, ``beta``) or the noise (``sigma``, ``nu``). The rest keep their defaults.
     likelihood : {"student_t", "normal"}
         Noise model for log loss. Student-t (ν = 4 by default) is robust to outlying runs.
+    link : {"sigmoid"}, optional
+        Also model a downstream metric (benchmark accuracy) of runs loaded with
+        ``load_runs(..., metric=, task_loss=)``: the law fits the task loss (or the loss),
+        and ``Acc = chance + (ceiling − chance)·sigmoid(−k·(L − L₀))`` links it to the metric
+        (:mod:`bayescale.downstream`). Link priors (``ceiling_frac``, ``k_scaled``,
+        ``l0_scaled``, ``phi``) may be overridden in ``priors``.
+    chance : float, optional
+        The metric's floor, in [0, 1): 0.25 for 4-way multiple choice. Default 0.
+    link_method : {"two_stage", "joint"}, optional
+        Fit the two steps in stages (the law, then the link on the runs' losses; default,
+        better calibrated on the OLMo ladder) or as one joint posterior.
 
     Examples
     --------
@@ -75,11 +86,15 @@ class ScalingModel:
     """
 
     def __init__(self, law: str | ScalingLaw = "chinchilla", priors: Mapping[str, Prior] | None = None,
-                 likelihood: str = "student_t") -> None:
+                 likelihood: str = "student_t", *, link: str | None = None,
+                 chance: float | None = None, link_method: str | None = None) -> None:
         self.law = get_law(law)
         choice("likelihood", likelihood, LIKELIHOODS)
         self.likelihood = likelihood
         priors = mapping("priors", priors, "a dict {parameter name: bayescale.Prior}")
+        # A link to a downstream metric (issue 16); its priors are kept apart from the law's.
+        self.link, self.chance, self.link_method, self.link_priors, priors = _link_settings(
+            link, chance, link_method, priors)
         merged = {**self.law.default_priors(), **default_noise_priors(likelihood)}
         for name, prior in priors.items():
             if name not in merged:
@@ -251,9 +266,16 @@ class ScalingModel:
         Returns
         -------
         ScalingFit
+            With ``link=`` (a model of a downstream metric): the law's posterior for the
+            task loss (or the loss) plus ``fit.link``, the link's posterior; see
+            :mod:`bayescale.downstream`.
         """
         from .fit import ScalingFit
 
+        if self.link is not None:
+            return _fit_linked(self, runs, draws=draws, tune=tune, chains=chains,
+                               random_seed=random_seed, progressbar=progressbar,
+                               sampler=sampler, cores=cores, check=check)
         choice("sampler", sampler, SAMPLERS)
         # nutpie panics (a Rust assertion, not an exception) with tune=0.
         draws = integer("draws", draws, 1)
@@ -454,3 +476,203 @@ def clear_compiled_cache() -> None:
     with _cache_lock:
         _compiled_cache.clear()
 
+
+
+# -- downstream metric (issue 16): the link's PyMC model and the two-step fit -------------
+
+def _link_settings(link: str | None, chance: float | None, link_method: str | None,
+                   priors: Mapping[str, Prior]):
+    """Validate the link options; split the link's priors from the law's."""
+    from ._validate import real
+    from .downstream import (DEFAULT_LINK_METHOD, LINK_DOMAINS, LINK_METHODS, LINKS,
+                             default_link_priors)
+
+    given = {n: p for n, p in priors.items() if n in LINK_DOMAINS}
+    rest = {n: p for n, p in priors.items() if n not in LINK_DOMAINS}
+    if link is None:
+        if given or chance is not None or link_method is not None:
+            what = (f"prior for {sorted(given)[0]!r}" if given else
+                    "chance=" if chance is not None else "link_method=")
+            raise ArgumentTypeError(f"{what} belongs to a metric link; pass link='sigmoid'")
+        return None, None, None, {}, rest
+    choice("link", link, LINKS)
+    method = DEFAULT_LINK_METHOD if link_method is None else choice("link_method", link_method,
+                                                                    LINK_METHODS)
+    floor = 0.0 if chance is None else real("chance", chance, "nonnegative")
+    if not floor < 1.0:
+        from .exceptions import ArgumentError
+
+        raise ArgumentError(f"chance must be in [0, 1) (the metric's floor, e.g. 0.25 for "
+                            f"4-way multiple choice), got {floor!r}")
+    merged = default_link_priors()
+    for name, prior in given.items():
+        if not isinstance(prior, Prior):
+            raise PriorError(f"prior for {name!r} must be a bayescale.Prior, got {prior!r}")
+        prior.check_support(name, *LINK_DOMAINS[name])
+        merged[name] = prior
+    return link, floor, method, merged, rest
+
+
+def _step1_runs(runs: Runs) -> Runs:
+    """The runs the law fits: their task loss as ``loss`` when one was loaded."""
+    from dataclasses import replace
+
+    if runs.outcomes is None or "task_loss" not in runs.outcomes.columns:
+        return runs
+    frame = runs.frame.copy()
+    frame["loss"] = runs.outcome("task_loss")
+    return replace(runs, frame=frame)
+
+
+def _add_link(pm, pt, priors: Mapping[str, Prior], loss, metric: np.ndarray, chance: float,
+              ref: Mapping[str, float]) -> None:
+    """The link's parameters and the Beta likelihood of the metric, in the current model."""
+    from .downstream import _EDGE, clip_metric, sigmoid_link
+
+    rv = {name: ScalingModel._random_variable(pm, pt, name, prior)
+          for name, prior in priors.items()}
+    ceiling = chance + (1.0 - chance) * rv["ceiling_frac"]
+    k = rv["k_scaled"] / ref["span"]
+    l0 = ref["center"] + rv["l0_scaled"] * ref["span"]
+    mu = pt.clip(sigmoid_link(loss, chance, ceiling, k, l0, xp=pt), _EDGE, 1.0 - _EDGE)
+    observed = clip_metric(metric)
+    pm.Beta("metric", alpha=mu * rv["phi"], beta=(1.0 - mu) * rv["phi"], observed=observed,
+            shape=observed.shape)
+
+
+def _sample_pymc_model(model, sampler: str, *, draws: int, tune: int, chains: int,
+                       cores: int, random_seed: int, progressbar: bool, what: str):
+    """Sample a PyMC model with nutpie (compiled by PyTensor) or PyMC's NUTS."""
+    if sampler == "pymc":
+        import pymc as pm
+
+        with model:
+            return pm.sample(draws=draws, tune=tune, chains=chains, cores=cores,
+                             random_seed=random_seed, progressbar=progressbar,
+                             nuts_sampler="pymc", compute_convergence_checks=False)
+    import nutpie
+
+    compiled = nutpie.compile_pymc_model(model, backend="numba")
+    tree, failure = _sample_nutpie(nutpie, compiled, draws=draws, tune=tune, chains=chains,
+                                   cores=cores, seed=random_seed, progress_bar=progressbar,
+                                   save_warmup=False, target_accept=NUTPIE_TARGET_ACCEPT)
+    if failure is not None:
+        raise SamplingError(f"the sampler failed on the {what}: {failure}")
+    return tree
+
+
+def _sample_link(model: ScalingModel, loss: np.ndarray, metric: np.ndarray,
+                 ref: Mapping[str, float], sampler: str, **settings: Any):
+    """Sample the link alone (the second stage): the numba kernel for nutpie, else PyMC."""
+    from .downstream import LINK_PARAMETERS, clip_metric
+
+    if sampler == "nutpie":
+        import nutpie
+
+        from . import _linkkernel
+
+        buf, sampled = _linkkernel.make_buffer(model.link_priors, LINK_PARAMETERS, loss,
+                                               clip_metric(metric), float(model.chance), ref)
+        compiled = _linkkernel.nutpie_model(buf, model.link_priors, sampled)
+        tree, failure = _sample_nutpie(
+            nutpie, compiled, draws=settings["draws"], tune=settings["tune"],
+            chains=settings["chains"], cores=settings["cores"], seed=settings["random_seed"],
+            progress_bar=settings["progressbar"], save_warmup=False,
+            target_accept=NUTPIE_TARGET_ACCEPT)
+        if failure is not None:
+            raise SamplingError(f"the sampler failed on the metric link: {failure}")
+        return tree
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    with pm.Model() as link_model:
+        _add_link(pm, pt, model.link_priors, loss, metric, model.chance, ref)
+    return _sample_pymc_model(link_model, "pymc" if sampler == "pymc" else "nutpie",
+                              what="metric link", **settings)
+
+
+def _fit_linked(model: ScalingModel, runs: Runs, *, draws: int, tune: int, chains: int,
+                random_seed: int | None, progressbar: bool, sampler: str, cores: int | None,
+                check: bool) -> "ScalingFit":
+    """Fit the law and the link (two stages, or jointly); see :mod:`bayescale.downstream`."""
+    from dataclasses import replace
+
+    import pymc as pm
+    import pytensor.tensor as pt
+    import xarray as xr
+
+    from .downstream import LINK_PARAMETERS, LinkPosterior, link_reference, warn_link_findings
+    from .exceptions import ConvergenceWarning
+    from .fit import RHAT_MAX, ScalingFit
+
+    if not isinstance(runs, Runs):
+        raise ArgumentTypeError(f"fit expects Runs from bayescale.load_runs, got {type(runs).__name__}")
+    if not runs.has_metric:
+        raise RunDataError(f"link={model.link!r} needs runs with a metric: load them with "
+                           "load_runs(..., metric=<column>) (and task_loss=<column> for a "
+                           "task loss)")
+    choice("sampler", sampler, SAMPLERS)
+    draws = integer("draws", draws, 1)
+    tune = integer("tune", tune, 0 if sampler == "pymc" else 1)
+    chains = integer("chains", chains, 1)
+    random_seed = seed("random_seed", random_seed)
+    if random_seed is None:
+        random_seed = int(np.random.SeedSequence().entropy % (2**31))
+    cores = integer("cores", cores, 1) if cores is not None else max(1, min(chains, os.cpu_count() or 1))
+    plain = ScalingModel(model.law, priors=model.priors, likelihood=model.likelihood)
+    step1 = _step1_runs(runs)
+    loss = step1.column("loss")
+    metric = runs.outcome("metric")
+    ref = link_reference(loss)
+    names = runs.outcome_names or {}
+    settings = {"draws": draws, "tune": tune, "chains": chains, "cores": cores,
+                "random_seed": random_seed, "progressbar": progressbar}
+    start = time.perf_counter()
+    if model.link_method == "two_stage":
+        fit = plain.fit(step1, sampler=sampler, check=check, **settings)
+        tree = _sample_link(model, loss, metric, ref, sampler,
+                            **{**settings, "random_seed": random_seed + 1})
+    else:
+        plain._check_runs(step1)
+        check_design(step1, plain.law, warn=check, stacklevel=3)
+        plain._check_start(step1)
+        joint = plain.build(step1)
+        with joint:
+            theta = {name: (pt.constant(plain.priors[name].params["value"], dtype="float64")
+                            if plain.priors[name].dist == "Fixed" else joint[name])
+                     for name in plain.law.parameter_domains}
+            data = {name: joint[name] for name in plain.data_values(step1)}
+            law_ref = {name: data[name] for name in plain.law.reference_names()}
+            log_x = {name: data[f"log_{name}"] for name in plain.law.inputs}
+            law_loss = pt.exp(plain.law.log_loss(theta, log_x, law_ref, pt))
+            _add_link(pm, pt, model.link_priors, law_loss, metric, model.chance, ref)
+        tree = _sample_pymc_model(joint, "pymc" if sampler == "pymc" else "nutpie",
+                                  what="joint law and link", **settings)
+        fit = ScalingFit.from_sampler_output(
+            plain, step1, tree, {"draws": draws, "tune": tune, "chains": chains,
+                                 "sampler": sampler, "random_seed": random_seed,
+                                 "seconds": time.perf_counter() - start})
+        if check:
+            fit.warn_if_unreliable(stacklevel=3)
+            warn_outliers(fit, stacklevel=3)
+    posterior = tree["posterior"].to_dataset()[list(LINK_PARAMETERS)]
+    posterior = posterior.drop_vars([c for c in posterior.coords if c not in ("chain", "draw")])
+    link = LinkPosterior(posterior=posterior, chance=float(model.chance),
+                         center=ref["center"], span=ref["span"], method=model.link_method,
+                         metric_name=names.get("metric", "metric"),
+                         loss_name=names.get("task_loss", "loss"),
+                         observed_loss=np.asarray(loss), observed_metric=np.asarray(metric),
+                         link=model.link, priors=dict(model.link_priors))
+    fit = replace(fit, link=link, settings={**fit.settings,
+                                            "seconds": time.perf_counter() - start})
+    if check:
+        import arviz as az
+
+        rhat = az.rhat(link.posterior)
+        bad = [n for n in LINK_PARAMETERS if not float(rhat[n]) <= RHAT_MAX]
+        if chains > 1 and bad:
+            warnings.warn(f"the metric link's R-hat exceeds {RHAT_MAX} for {', '.join(bad)}: "
+                          "its chains disagree; run more tuning and draws", ConvergenceWarning,
+                          stacklevel=3)
+        warn_link_findings(link, stacklevel=3)
+    return fit

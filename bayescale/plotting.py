@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
 __all__ = ["plot_fit", "plot_isoflop", "plot_allocation", "plot_risk", "plot_posterior",
-           "plot_backtest", "plot_plan"]
+           "plot_backtest", "plot_plan", "plot_metric_forecast", "plot_link"]
 
 BAND_COLOR = "#1f5fa8"
 ACCENT = "#c0392b"
@@ -159,6 +159,7 @@ def plot_fit(fit: "ScalingFit", flops: Any = None, *, kind: str = "observed",
     from matplotlib.colors import LogNorm
 
     ax = _new_axes(ax)
+    fit, held_note = fit.for_presentation()   # a law of extra inputs: hold them, and say so
     frame = fit.runs.frame
     budgets = _budgets(flops)
     grid = _compute_grid(fit, budgets, _grid_points(n_points))
@@ -195,7 +196,9 @@ def plot_fit(fit: "ScalingFit", flops: Any = None, *, kind: str = "observed",
     _loss_axis(ax)
     ax.set_xlabel("training compute C (FLOPs)")
     ax.set_ylabel("final loss (nats/token)")
-    ax.set_title(f"{fit.law.name} law fitted to {len(frame)} runs ({kind} bands)")
+    held = ", ".join(f"{name} = {value:.3g}" for name, value in (fit.held_inputs or {}).items())
+    ax.set_title(f"{fit.law.name} law fitted to {len(frame)} runs ({kind} bands)"
+                 + (f"\nat {held}" if held else ""), fontsize=None if not held else 10)
     ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
     return ax
 
@@ -736,3 +739,110 @@ def plot_plan(plan: Any, fit: "ScalingFit | None" = None, *, ax: "Axes | None" =
     ax.set_title(title, fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
     return ax
+
+
+# -- downstream metric (issue 16) ------------------------------------------------------------
+
+def plot_metric_forecast(fit: "ScalingFit", flops: Any = None, *, kind: str = "observed",
+                         ax: "Axes | None" = None, n_points: int = 60) -> "Axes":
+    """The metric (accuracy) against compute: runs, median, 50% and 90% bands.
+
+    The curve follows the posterior-median compute-optimal frontier, as :func:`plot_fit`;
+    a dashed line marks the largest run and a dotted one the chance level.
+
+    Parameters
+    ----------
+    fit : ScalingFit
+        A fit with a link (``ScalingModel(..., link="sigmoid")``).
+    flops : sequence of float, optional
+        Budgets in FLOPs to extrapolate to (marked with their median and 90% band).
+    kind : {"observed", "mean"}
+        Band kind, as in :meth:`ScalingFit.forecast_metric`.
+    ax : matplotlib Axes, optional
+    n_points : int
+        Points along the curve.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    ax = _new_axes(ax)
+    budgets = _budgets(flops)
+    grid = _compute_grid(fit, budgets, _grid_points(n_points))
+    with _quiet_extrapolation():
+        wide = fit.forecast_metric(flops=grid, prob=0.9, kind=kind)
+        narrow = fit.forecast_metric(flops=grid, prob=0.5, kind=kind)
+        marked = fit.forecast_metric(flops=budgets, prob=0.9, kind=kind) if budgets.size else None
+    name = wide.attrs["metric"]
+    ax.fill_between(wide["flops"], wide["metric_lower"], wide["metric_upper"], color=BAND_COLOR,
+                    alpha=0.18, lw=0, label="90% band")
+    ax.fill_between(narrow["flops"], narrow["metric_lower"], narrow["metric_upper"],
+                    color=BAND_COLOR, alpha=0.35, lw=0, label="50% band")
+    ax.plot(wide["flops"], wide["metric_median"], color=BAND_COLOR, lw=1.8, label="median")
+    ax.scatter(fit.runs.frame["flops"], fit.link.observed_metric, color="0.25", s=14, zorder=3,
+               label=f"runs (n={len(fit.runs)})")
+    ax.axhline(fit.link.chance, color="0.5", ls=":", lw=1, label=f"chance ({fit.link.chance:g})")
+    _mark_largest_run(ax, fit)
+    if marked is not None:
+        ax.errorbar(marked["flops"], marked["metric_median"],
+                    yerr=[marked["metric_median"] - marked["metric_lower"],
+                          marked["metric_upper"] - marked["metric_median"]],
+                    fmt="D", color=ACCENT, ms=5, capsize=3, zorder=4,
+                    label="forecast (median, 90%)")
+    ax.set_xscale("log")
+    _log_axis(ax.xaxis)
+    ax.set_ylim(min(fit.link.chance, float(np.min(fit.link.observed_metric))) - 0.02, 1.0)
+    ax.set_xlabel("training compute C (FLOPs)")
+    ax.set_ylabel(name)
+    ax.set_title(f"{name}: {fit.law.name} law → sigmoid link ({kind} bands)")
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    return ax
+
+
+def plot_link(fit: "ScalingFit", *, axes: Sequence["Axes"] | None = None,
+              kind: str = "mean") -> list["Axes"]:
+    """The two steps side by side: step 1 the law for the loss the link reads (vs compute),
+    step 2 the link from that loss to the metric (median and 50%/90% bands, with the runs).
+
+    Parameters
+    ----------
+    fit : ScalingFit
+        A fit with a link.
+    axes : two matplotlib Axes, optional
+        Where to draw; a new 1×2 figure when omitted.
+    kind : {"mean", "observed"}
+        Band kind of the link panel (``"observed"`` adds the metric's noise).
+
+    Returns
+    -------
+    list of matplotlib.axes.Axes
+    """
+    from .downstream import link_curve
+
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6))
+    axes = list(axes)
+    if len(axes) != 2:
+        raise ValueError(f"axes must be two matplotlib Axes (step 1, step 2), got {len(axes)}")
+    plot_fit(fit, ax=axes[0])
+    axes[0].set_ylabel(fit.link.loss_name)
+    axes[0].set_title(f"step 1: {fit.law.name} law for {fit.link.loss_name}")
+    wide = link_curve(fit, prob=0.9, kind=kind)
+    narrow = link_curve(fit, prob=0.5, kind=kind)
+    ax = axes[1]
+    ax.fill_between(wide["loss"], wide["metric_lower"], wide["metric_upper"], color=BAND_COLOR,
+                    alpha=0.18, lw=0, label="90% band")
+    ax.fill_between(narrow["loss"], narrow["metric_lower"], narrow["metric_upper"],
+                    color=BAND_COLOR, alpha=0.35, lw=0, label="50% band")
+    ax.plot(wide["loss"], wide["metric_median"], color=BAND_COLOR, lw=1.8, label="median link")
+    ax.scatter(fit.link.observed_loss, fit.link.observed_metric, color="0.25", s=14, zorder=3,
+               label="runs")
+    ax.axhline(fit.link.chance, color="0.5", ls=":", lw=1, label="chance")
+    ax.invert_xaxis()  # lower loss (bigger models) to the right, as on the compute axis
+    ax.set_xlabel(f"{fit.link.loss_name} (lower is better)")
+    ax.set_ylabel(fit.link.metric_name)
+    ax.set_title(f"step 2: sigmoid link ({kind} bands)")
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    return axes

@@ -447,6 +447,52 @@ def _forecast_section(b: _Builder, fit: "ScalingFit", budgets: list[float]) -> N
             " for one run, run-to-run noise.")
 
 
+def _metric_section(b: _Builder, fit: "ScalingFit", budgets: list[float]) -> None:
+    """From loss to the downstream metric (issue 16): bands, the two steps, what is unknown."""
+    from .plotting import plot_link, plot_metric_forecast
+
+    link = fit.link
+    b.heading(f"From loss to {link.metric_name}")
+    fig = _figure()
+    plot_metric_forecast(fit, flops=budgets, ax=fig.add_subplot())
+    b.figure(fig, "metric", f"{link.metric_name} of the runs and its forecast along the "
+                            "compute-optimal frontier (median, 50% and 90% bands of one run).")
+    fig = _figure((12.0, 4.6))
+    plot_link(fit, axes=fig.subplots(1, 2))
+    b.figure(fig, "link", f"Step 1: the law for {link.loss_name}. Step 2: the sigmoid from "
+                          f"{link.loss_name} to {link.metric_name} (bands of the link's mean).")
+    narrow = fit.forecast_metric(flops=budgets, prob=0.5)
+    wide = fit.forecast_metric(flops=budgets, prob=0.9)
+    rows = [{"compute C (FLOPs)": fmt_flops(c),
+             f"median {link.loss_name}": _fmt_loss(wide["loss_median"].iloc[i]),
+             f"median {link.metric_name}": f"{wide['metric_median'].iloc[i]:.3f}",
+             "50% band": f"{narrow['metric_lower'].iloc[i]:.3f} – {narrow['metric_upper'].iloc[i]:.3f}",
+             "90% band": f"{wide['metric_lower'].iloc[i]:.3f} – {wide['metric_upper'].iloc[i]:.3f}"}
+            for i, c in enumerate(budgets)]
+    b.table(pd.DataFrame(rows), f"Forecast {link.metric_name} of one run at each budget "
+                                f"(chance {link.chance:g}; {link.method.replace('_', '-')} fit): "
+                                "the law's predictive loss, discrepancy included, pushed "
+                                "through the link's posterior, plus the metric's noise.")
+    summary = link.summary(0.9)
+    table = pd.DataFrame({"parameter": ["ceiling", "k (per unit loss)", "L0", "phi (precision)"],
+                          "median": [_fmt_param(v) for v in summary["median"]],
+                          "90% interval": [_fmt_band(lo, hi, _fmt_param) for lo, hi in
+                                           zip(summary["lower"], summary["upper"])]})
+    b.table(table, "The link: Acc = chance + (ceiling − chance)·sigmoid(−k·(L − L0)); the "
+                   "metric is Beta distributed around it with precision phi.")
+    findings = link_findings_text(fit)
+    b.paragraph(findings)
+
+
+def link_findings_text(fit: "ScalingFit") -> str:
+    """One paragraph on whether the runs pin the sigmoid down."""
+    findings = fit.link_findings()
+    if not findings:
+        return ("The runs cover the rise of the sigmoid: the transition point L0 lies inside "
+                "their loss range, so the link is pinned by data, not by its prior.")
+    return "Not identified: " + " ".join(findings) + "."
+
+
 def _risk_section(b: _Builder, fit: "ScalingFit", target: float, budgets: list[float],
                   targets: list[float], budget: float | None) -> None:
     from .plotting import plot_risk
@@ -713,17 +759,22 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
                             *([target] if target else [])])
                    if targets is not None else _default_targets(target) if target else [])
 
+    fit, held_note = fit.for_presentation()   # a law of extra inputs: hold them, and say so
     b = _Builder(dpi)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit.warn_if_unreliable()
         line = headline(fit, target=target, budget=money if money is not None else budget,
                         prob=prob)
+        if held_note and line:
+            line = f"{line} {held_note}"
         _data_section(b, fit)
         _model_section(b, fit)
         _diagnostics_section(b, fit)
         _parameter_section(b, fit)
         _forecast_section(b, fit, budget_list)
+        if getattr(fit, "link", None) is not None:
+            _metric_section(b, fit, budget_list)
         if target is not None:
             _risk_section(b, fit, target, budget_list, target_list, budget)
         if fit.law.splits_compute:
@@ -734,6 +785,8 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
         if plan is not None:
             _plan_section(b, plan, fit)
     caveats = _caveats(fit, budget_list, [w for w in caught if _relevant(w)], backtest)
+    if held_note:
+        caveats.insert(0, held_note)
     b.heading("Caveats")
     b.bullets(caveats)
     title = title or (f"Scaling-law report: {fit.law.name} law on {len(fit.runs)} runs")

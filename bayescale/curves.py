@@ -1,0 +1,541 @@
+"""Learning curves: fit every checkpoint of many runs without trusting them as independent runs.
+
+A run's checkpoints share its seed, data order and schedule, so treating each as its own run
+around the law gives bands far too narrow. The curve model is, on log loss::
+
+    log L(run i, tokens t) = law(θ; N_i, t) + r_i + κ·s(t / T_i) + e_i(t)
+
+- ``law``: the law's one formula (:meth:`ScalingLaw.log_loss`), with D = tokens seen so far;
+- ``r_i ~ Normal(0, σ_run)``: the run's own offset, partially pooled (non-centred);
+- ``κ·s(f)``: the schedule term. A checkpoint at fraction f = t/T_i of a run with a cosine
+  schedule sits above the loss a run of length t would reach, because its learning rate has
+  not been annealed yet; s(f) = (1 + cos πf)/2 is the share of the decay still ahead, 0 at the
+  end of the run, so the law describes final losses. ``schedule="none"`` drops it (for
+  schedules without decay, where every checkpoint is comparable);
+- ``e_i(t)``: within-run correlation, a stationary AR(1) process in log tokens
+  (Ornstein-Uhlenbeck): corr(e(t), e(t')) = ρ^|log t − log t'|, marginal sd σ.
+
+Checkpoints before ``min_fraction`` of a run are dropped (warm-up and the first steep part
+carry little about the final loss; the Hitchhiker's guide found dropping them helps); a run's
+last checkpoint is always kept.
+
+A new run's final loss is law + δ + r_new + e with r_new ~ Normal(0, σ_run), e ~ Normal(0, σ)
+and δ the discrepancy past the fitted range (:mod:`bayescale.discrepancy`). A run in progress
+(:meth:`CurveFit.forecast_run`) uses its own offset and the AR(1) continuation from its last
+checkpoint. PyMC builds and nutpie samples the model (the law's fast kernel has no per-run
+terms), so a first fit in a process spends some seconds compiling.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ._validate import choice, integer, seed
+from .data import Runs
+from .exceptions import ArgumentError, ArgumentTypeError, RunDataError, SamplingError
+from .laws import ScalingLaw, get_law
+from .priors import Prior
+
+__all__ = ["CurveModel", "CurveFit", "schedule_excess", "SCHEDULES", "curve_layout"]
+
+SCHEDULES = ("cosine", "none")
+#: Priors of the curve terms (log-loss units): run offsets of a few percent, a schedule
+#: excess of up to ~0.5 in log loss, AR(1) correlation per e-fold of tokens.
+CURVE_PRIORS = {
+    "sigma_run": Prior("HalfNormal", sigma=0.05),
+    "kappa": Prior("HalfNormal", sigma=0.3),
+    "rho": Prior("Beta", alpha=2.0, beta=2.0),
+}
+
+
+def schedule_excess(fraction: np.ndarray) -> np.ndarray:
+    """s(f) = (1 + cos πf)/2: the share of a cosine decay still ahead at fraction f of a run."""
+    f = np.clip(np.asarray(fraction, dtype=np.float64), 0.0, 1.0)
+    return 0.5 * (1.0 + np.cos(np.pi * f))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each kept checkpoint sits: its run, schedule position and predecessor."""
+
+    runs: Runs                 # kept rows
+    names: np.ndarray          # run ids, one per run (object)
+    index: np.ndarray          # run index of each kept row
+    total: np.ndarray          # planned tokens T per run
+    fraction: np.ndarray       # t / T per kept row
+    prev: np.ndarray           # position of the previous kept row of the same run, or -1
+    dlog: np.ndarray           # log t − log t_prev (0 for a run's first kept row)
+
+
+def curve_layout(runs: Runs, planned_tokens: Mapping[str, float] | None = None,
+                 min_fraction: float = 0.3) -> _Layout:
+    """Group checkpoints by run, keep those past ``min_fraction`` of their run, and link each
+    to its predecessor (for the AR(1) term).
+
+    ``planned_tokens`` gives the planned length of runs still in progress; other runs are
+    taken as finished at their last checkpoint.
+    """
+    if not isinstance(runs, Runs):
+        raise ArgumentTypeError(f"expected Runs from bayescale.load_runs, got {type(runs).__name__}")
+    if not runs.has_params_and_tokens:
+        raise RunDataError("learning curves need params and tokens for every row")
+    if not (isinstance(min_fraction, (int, float)) and 0.0 <= min_fraction < 1.0):
+        raise ArgumentError(f"min_fraction must be a number in [0, 1), got {min_fraction!r}")
+    ids = runs.run_ids()
+    names, index = np.unique(ids, return_inverse=True)
+    tokens = runs.column("tokens")
+    last = np.zeros(names.size)
+    np.maximum.at(last, index, tokens)
+    total = last.copy()
+    planned = dict(planned_tokens or {})
+    for name, value in planned.items():
+        hits = np.flatnonzero(names == str(name))
+        if hits.size == 0:
+            raise ArgumentError(f"planned_tokens names run {name!r}, which is not among the "
+                                f"runs ({', '.join(map(str, names[:5]))}{', ...' if names.size > 5 else ''})")
+        value = float(value)
+        k = int(hits[0])
+        if not (math.isfinite(value) and value >= last[k]):
+            raise ArgumentError(f"planned_tokens[{name!r}] = {value!r} is below the run's last "
+                                f"checkpoint ({last[k]:.6g} tokens); give the run's planned length")
+        total[k] = value
+    fraction = tokens / total[index]
+    is_last = tokens == last[index]
+    keep = (fraction >= min_fraction) | is_last
+    kept = runs.subset(keep)
+    index = index[keep]
+    fraction = fraction[keep]
+    log_t = np.log(kept.column("tokens"))
+    prev = np.full(index.size, -1, dtype=np.intp)
+    latest = np.full(names.size, -1, dtype=np.intp)
+    order = np.lexsort((log_t, index))
+    for position in order:   # rows within a run are in token order (load_runs checks)
+        prev[position] = latest[index[position]]
+        latest[index[position]] = position
+    dlog = np.where(prev >= 0, log_t - log_t[np.maximum(prev, 0)], 0.0)
+    return _Layout(kept, names.astype(object), index, total, fraction, prev, dlog)
+
+
+class CurveModel:
+    """A scaling law fitted to learning curves: run offsets, a schedule term, AR(1) residuals.
+
+    Parameters
+    ----------
+    law : str or ScalingLaw
+        A law of params and tokens (e.g. ``"chinchilla"``).
+    priors : mapping of str to Prior, optional
+        Overrides for the law's parameters, ``sigma`` (the within-run residual sd) and the
+        curve terms ``sigma_run``, ``kappa``, ``rho`` (defaults in :data:`CURVE_PRIORS`).
+    schedule : {"cosine", "none"}
+        ``"cosine"``: checkpoints before the end of a cosine decay sit above the law by
+        κ·(1 + cos πf)/2 (κ learned). ``"none"``: every checkpoint is comparable with a
+        finished run of that length (constant or WSD schedules measured before decay).
+    min_fraction : float
+        Checkpoints before this fraction of their run are left out (the last one never).
+
+    Examples
+    --------
+    >>> runs = bs.load_runs(df, params="params", tokens="tokens", loss="loss", run="run")
+    >>> fit = bs.CurveModel("chinchilla").fit(runs, random_seed=0)
+    >>> fit.forecast(params=3e9, tokens=6e10)          # a new, larger run's final loss
+    >>> fit.forecast_run("3B-1xC", tokens=6e10)        # a run in progress, to its planned end
+    """
+
+    def __init__(self, law: str | ScalingLaw = "chinchilla", priors: Mapping[str, Prior] | None = None,
+                 *, schedule: str = "none", min_fraction: float = 0.3) -> None:
+        from .model import ScalingModel
+
+        choice("schedule", schedule, SCHEDULES)
+        priors = dict(priors or {})
+        curve = {k: priors.pop(k) for k in list(priors) if k in CURVE_PRIORS}
+        for name, prior in curve.items():
+            if not isinstance(prior, Prior):
+                raise ArgumentTypeError(f"prior for {name!r} must be a bayescale.Prior, got {prior!r}")
+        self._base = ScalingModel(law, priors, likelihood="normal")
+        self.law = self._base.law
+        if set(self.law.inputs) != {"params", "tokens"}:
+            raise ArgumentError(f"the curve model needs a law of params and tokens; the "
+                                f"{self.law.name} law reads {self.law.inputs}")
+        self.priors: dict[str, Prior] = {**self._base.priors, **CURVE_PRIORS, **curve}
+        self.schedule = schedule
+        self.min_fraction = float(min_fraction)
+
+    def __repr__(self) -> str:
+        return f"CurveModel({self.law.name!r}, schedule={self.schedule!r})"
+
+    def build(self, layout: _Layout):
+        """The PyMC model of these curves (no sampling)."""
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        runs = layout.runs
+        ref = self.law.reference(runs)
+        log_x = {name: np.log(runs.column(name)) for name in self.law.inputs}
+        y = np.log(runs.column("loss"))
+        rv = self._base._random_variable
+        has_prev = layout.prev >= 0
+        prev = np.maximum(layout.prev, 0)
+        with pm.Model() as model:
+            theta = {name: rv(pm, pt, name, self.priors[name]) for name in self.law.parameter_domains}
+            mu = self.law.log_loss(theta, log_x, ref, pt)
+            sigma_run = rv(pm, pt, "sigma_run", self.priors["sigma_run"])
+            z = pm.Normal("z_run", 0.0, 1.0, shape=layout.names.size)
+            mu = mu + sigma_run * z[layout.index]
+            if self.schedule == "cosine":
+                kappa = rv(pm, pt, "kappa", self.priors["kappa"])
+                mu = mu + kappa * schedule_excess(layout.fraction)
+            sigma = rv(pm, pt, "sigma", self.priors["sigma"])
+            rho = rv(pm, pt, "rho", self.priors["rho"])
+            e = y - mu
+            log_phi = layout.dlog * pt.log(rho)
+            phi = pt.exp(log_phi)
+            mean = pt.where(has_prev, phi * e[prev], 0.0)
+            # 1 − φ² without cancellation for close checkpoints
+            scale = sigma * pt.sqrt(pt.where(has_prev, -pt.expm1(2.0 * log_phi), 1.0))
+            pm.Potential("curves", pm.logp(pm.Normal.dist(mean, scale), e).sum())
+        return model
+
+    def sampled_parameters(self) -> list[str]:
+        names = [*self.law.parameter_domains, "sigma", "sigma_run", "z_run", "rho"]
+        if self.schedule == "cosine":
+            names.append("kappa")
+        return [n for n in names if n == "z_run" or self.priors[n].dist != "Fixed"]
+
+    def fit(self, runs: Runs, *, planned_tokens: Mapping[str, float] | None = None,
+            draws: int = 1000, tune: int = 1000, chains: int = 4, random_seed: int | None = None,
+            cores: int | None = None, progressbar: bool = False,
+            sampler: str = "nutpie") -> "CurveFit":
+        """Sample the posterior given the curves.
+
+        Parameters
+        ----------
+        runs : Runs
+            From ``load_runs(..., run=<column>)`` (one row per run works too: final points).
+        planned_tokens : mapping of run id to float, optional
+            Planned total tokens of runs still in progress (others ended at their last row).
+        draws, tune, chains, random_seed, cores, progressbar
+            As in :meth:`ScalingModel.fit`.
+        sampler : {"nutpie", "nutpie-pymc"}
+            ``"nutpie"``: the density generated from the law's formula
+            (:mod:`bayescale._fastcurves`, compiled once and cached on disk);
+            ``"nutpie-pymc"``: :meth:`build`'s PyMC model compiled by PyTensor (slow to
+            compile; for comparison).
+
+        Returns
+        -------
+        CurveFit
+        """
+        import nutpie
+
+        from .discrepancy import default_discrepancy
+        from .model import NUTPIE_ADAPTATION, NUTPIE_TARGET_ACCEPT, _sample_nutpie
+
+        draws = integer("draws", draws, 1)
+        tune = integer("tune", tune, 1)
+        chains = integer("chains", chains, 1)
+        random_seed = seed("random_seed", random_seed)
+        layout = curve_layout(runs, planned_tokens, self.min_fraction)
+        needed = self.law.n_parameters + 4
+        if len(layout.runs) < needed:
+            raise RunDataError(f"{len(layout.runs)} checkpoints cannot fit the curve model "
+                               f"({needed} or more are needed)")
+        if random_seed is None:
+            random_seed = int(np.random.SeedSequence().entropy % (2**31))
+        cores = cores or max(1, min(chains, os.cpu_count() or 1))
+        choice("sampler", sampler, ("nutpie", "nutpie-pymc"))
+        start = time.perf_counter()
+        if sampler == "nutpie":
+            from . import _fastcurves
+
+            schedule = self.schedule == "cosine"
+            buf = _fastcurves.make_buffer(self.law, self.priors, schedule, layout,
+                                          schedule_excess(layout.fraction))
+            compiled = _fastcurves.nutpie_model(self.law, buf, self.priors, schedule)
+            _check_start(self.law, buf, compiled)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                compiled = nutpie.compile_pymc_model(self.build(layout), backend="numba")
+        compile_seconds = time.perf_counter() - start
+        tree, failure = _sample_nutpie(nutpie, compiled, draws=draws, tune=tune, chains=chains,
+                                       cores=cores, seed=random_seed, progress_bar=progressbar,
+                                       save_warmup=False, adaptation=NUTPIE_ADAPTATION,
+                                       target_accept=NUTPIE_TARGET_ACCEPT)
+        if failure is not None:
+            raise SamplingError(f"nutpie failed on the curve model ({failure})")
+        seconds = time.perf_counter() - start
+        posterior = tree["posterior"].to_dataset()[self.sampled_parameters()]
+        posterior = posterior.drop_vars([c for c in posterior.coords if c not in ("chain", "draw")])
+        stats = tree["sample_stats"].to_dataset()
+        keep = [n for n in ("diverging", "depth", "n_steps", "step_size") if n in stats]
+        settings = {"draws": draws, "tune": tune, "chains": chains, "random_seed": int(random_seed),
+                    "seconds": seconds, "compile_seconds": compile_seconds, "sampler": sampler,
+                    "schedule": self.schedule, "min_fraction": self.min_fraction}
+        final = layout.runs.final_points()
+        return CurveFit(law=self.law, priors=dict(self.priors), layout=layout,
+                        reference=self.law.reference(layout.runs), posterior=posterior,
+                        sample_stats=stats[keep], settings=settings,
+                        discrepancy=default_discrepancy(final), likelihood="normal")
+
+
+@dataclass(frozen=True, eq=False)
+class CurveFit:
+    """Posterior of a law fitted to learning curves (:class:`CurveModel`).
+
+    Attributes
+    ----------
+    posterior : xarray.Dataset
+        Law parameters, ``sigma`` (within-run residual sd), ``sigma_run`` (sd of run
+        offsets), ``z_run`` (standardised offsets, one per run), ``rho`` (AR(1) correlation
+        per e-fold of tokens) and ``kappa`` (schedule excess at the start of a cosine decay).
+    layout
+        The checkpoints used and their runs (``layout.runs``, ``layout.names``).
+    discrepancy : Discrepancy
+        The law's error past the largest fitted run (corpus scale), added to forecasts.
+    """
+
+    law: ScalingLaw
+    priors: dict[str, Prior]
+    layout: _Layout
+    reference: dict[str, float]
+    posterior: xr.Dataset
+    sample_stats: xr.Dataset
+    settings: dict[str, Any]
+    discrepancy: Any = None
+    likelihood: str = "normal"
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return (f"CurveFit(law={self.law.name!r}, runs={self.layout.names.size}, "
+                f"checkpoints={len(self.layout.runs)}, schedule={self.settings['schedule']!r})")
+
+    @property
+    def runs(self) -> Runs:
+        return self.layout.runs
+
+    @property
+    def n_draws(self) -> int:
+        return int(self.posterior.sizes["chain"] * self.posterior.sizes["draw"])
+
+    def theta(self, expand: bool = False) -> dict[str, np.ndarray]:
+        """Scalar parameters as flat arrays (``(draws, 1)`` with ``expand``)."""
+        if "theta" not in self._cache:
+            out = {n: self.posterior[n].to_numpy().reshape(-1) for n in self.posterior.data_vars
+                   if n != "z_run"}
+            for name, prior in self.priors.items():
+                if prior.dist == "Fixed":
+                    out[name] = np.full(self.n_draws, prior.params["value"])
+            if "kappa" not in out:
+                out["kappa"] = np.zeros(self.n_draws)
+            self._cache["theta"] = out
+        theta = dict(self._cache["theta"])
+        return {k: v[:, None] for k, v in theta.items()} if expand else theta
+
+    def run_offsets(self) -> np.ndarray:
+        """r_i per draw and run, shape (draws, runs)."""
+        z = self.posterior["z_run"].to_numpy().reshape(self.n_draws, -1)
+        return self.theta()["sigma_run"][:, None] * z
+
+    def paper_draws(self) -> dict[str, np.ndarray]:
+        return self.law.paper_values(self.theta(), self.reference)
+
+    def _log_law(self, params: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        log_x = {"params": np.log(params)[None, :], "tokens": np.log(tokens)[None, :]}
+        return self.law.log_loss(self.theta(expand=True), log_x, self.reference, np)
+
+    def _delta(self, params: np.ndarray, tokens: np.ndarray, log_law: np.ndarray) -> np.ndarray:
+        from .discrepancy import discrepancy_shift
+
+        log_x = {"params": np.log(params)[None, :], "tokens": np.log(tokens)[None, :],
+                 "flops": np.log(6.0 * params * tokens)[None, :]}
+        shift = discrepancy_shift(self, log_x, self.theta(expand=True)["sigma"],
+                                  self.theta(expand=True), log_law)
+        return 0.0 if shift is None else shift
+
+    def _rng(self, random_seed: int | None) -> np.random.Generator:
+        return np.random.default_rng(self.settings["random_seed"] if random_seed is None else random_seed)
+
+    def loss_draws(self, params: object, tokens: object, kind: str = "observed",
+                   random_seed: int | None = None) -> np.ndarray:
+        """Final loss of new runs at (params, tokens), per draw: shape (draws, points).
+
+        ``kind="observed"``: what a new run would measure (law + δ + its own offset + noise);
+        ``"mean"``: the law + δ (the typical run).
+        """
+        choice("kind", kind, ("observed", "mean"))
+        params, tokens = _points(params, tokens)
+        log_law = self._log_law(params, tokens)
+        out = log_law + self._delta(params, tokens, log_law)
+        if kind == "observed":
+            rng = self._rng(random_seed)
+            theta = self.theta()
+            out = out + (theta["sigma_run"] * rng.standard_normal(self.n_draws)
+                         + theta["sigma"] * rng.standard_normal(self.n_draws))[:, None]
+        return np.exp(out)
+
+    def forecast(self, params: object, tokens: object, *, prob: float = 0.9,
+                 kind: str = "observed", random_seed: int | None = None) -> pd.DataFrame:
+        """Final loss of new runs trained to ``tokens`` (a full schedule) at size ``params``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            params, tokens, flops, loss_mean, loss_median, loss_lower, loss_upper (central
+            ``prob`` interval); attrs ``prob`` and ``kind``.
+        """
+        params_, tokens_ = _points(params, tokens)
+        return _table(self.loss_draws(params_, tokens_, kind, random_seed), params_, tokens_,
+                      prob, kind)
+
+    def forecast_run(self, run: str, tokens: object = None, *, prob: float = 0.9,
+                     random_seed: int | None = None) -> pd.DataFrame:
+        """Loss of a fitted run (typically one in progress) at later tokens of its schedule.
+
+        Uses the run's own offset r_i (learned from its checkpoints and pooled with the
+        others), the schedule term at t/T (T: its planned length, from ``planned_tokens`` at
+        fit time, else its last checkpoint) and the AR(1) continuation of its residual at the
+        last checkpoint, so a run running above the law stays above it, less so the further
+        ahead.
+
+        On real cosine schedules seen to 30% (OLMo ladder, 3B) its bands were too narrow: the
+        one-parameter schedule term understates an early checkpoint's excess (see
+        docs/guide/curves.md); :meth:`forecast` of a new run was calibrated there.
+
+        Parameters
+        ----------
+        run : str
+            The run's id (as in the run column).
+        tokens : float or array, optional
+            Tokens at which to forecast, each after the run's last checkpoint and at most its
+            planned length; default: the planned length (the final loss).
+        prob : float
+            Central interval probability.
+
+        Returns
+        -------
+        pandas.DataFrame
+            As :meth:`forecast`, with ``run`` and ``fraction`` (t/T) columns.
+        """
+        layout = self.layout
+        hits = np.flatnonzero(layout.names == str(run))
+        if hits.size == 0:
+            raise ArgumentError(f"no run {run!r} in this fit; runs are "
+                                f"{', '.join(map(str, layout.names[:8]))}{', ...' if layout.names.size > 8 else ''}")
+        k = int(hits[0])
+        total = float(layout.total[k])
+        rows = np.flatnonzero(layout.index == k)
+        last = int(rows[np.argmax(layout.runs.column("tokens")[rows])])
+        t_last = float(layout.runs.column("tokens")[last])
+        n_run = float(layout.runs.column("params")[last])
+        t = np.atleast_1d(np.asarray(total if tokens is None else tokens, dtype=np.float64))
+        if not (np.isfinite(t).all() and (t > t_last).all() and (t <= total * (1 + 1e-9)).all()):
+            raise ArgumentError(f"run {run!r}: tokens must lie after its last checkpoint "
+                                f"({t_last:.6g}) and at most at its planned length ({total:.6g}); "
+                                f"got {t.tolist()} (refit with planned_tokens={{{run!r}: ...}} "
+                                "to extend it)")
+        theta = self.theta(expand=True)
+        r = self.run_offsets()[:, k:k + 1]
+        excess = schedule_excess(np.array([layout.fraction[last]]))
+        y_last = math.log(float(layout.runs.column("loss")[last]))
+        e_last = (y_last - self._log_law(np.array([n_run]), np.array([t_last]))
+                  - r - theta["kappa"] * excess)
+        params = np.full(t.size, n_run)
+        log_law = self._log_law(params, t)
+        phi = theta["rho"] ** np.log(t / t_last)[None, :]
+        rng = self._rng(random_seed)
+        noise = theta["sigma"] * np.sqrt(1.0 - phi**2) * rng.standard_normal((self.n_draws, 1))
+        out = (log_law + self._delta(params, t, log_law) + r
+               + theta["kappa"] * schedule_excess(t / total)[None, :] + phi * e_last + noise)
+        table = _table(np.exp(out), params, t, prob, "observed")
+        table.insert(0, "run", str(run))
+        table["fraction"] = t / total
+        return table
+
+    def run_effects(self, prob: float = 0.9) -> pd.DataFrame:
+        """Each run's offset from the law (log loss) with a central ``prob`` interval."""
+        r = self.run_offsets()
+        q = [(1 - prob) / 2, 0.5, (1 + prob) / 2]
+        lower, median, upper = np.quantile(r, q, axis=0)
+        counts = np.bincount(self.layout.index, minlength=self.layout.names.size)
+        return pd.DataFrame({"run": self.layout.names.astype(str), "checkpoints": counts,
+                             "offset_median": median, "offset_lower": lower,
+                             "offset_upper": upper})
+
+    def summary(self, prob: float = 0.94) -> pd.DataFrame:
+        """Posterior summary of the scalar parameters (ArviZ), paper values included."""
+        import arviz as az
+
+        shape = (self.posterior.sizes["chain"], self.posterior.sizes["draw"])
+        derived = {n: (("chain", "draw"), np.asarray(v).reshape(shape))
+                   for n, v in self.paper_draws().items() if n not in self.posterior}
+        data = self.posterior.drop_vars("z_run").assign(derived)
+        return az.summary(data, ci_prob=prob) if _has_ci_prob() else az.summary(data, hdi_prob=prob)
+
+    def diagnostics(self) -> dict[str, float]:
+        """Largest R-hat, smallest bulk ESS (over every sampled value) and divergences."""
+        import arviz as az
+
+        rhat = az.rhat(self.posterior)
+        ess = az.ess(self.posterior)
+        divergences = int(self.sample_stats["diverging"].sum()) if "diverging" in self.sample_stats else 0
+        return {"r_hat_max": float(max(float(rhat[v].max()) for v in rhat.data_vars)),
+                "ess_bulk_min": float(min(float(ess[v].min()) for v in ess.data_vars)),
+                "divergences": divergences}
+
+
+def _check_start(law: ScalingLaw, buf: np.ndarray, compiled: Any, tries: int = 20) -> None:
+    """SamplingError when no jittered starting point has a finite density (see
+    ScalingModel._check_initial_points: a failed nutpie start can crash the process)."""
+    from . import _fastcurves
+
+    for attempt in range(tries):
+        u = np.asarray(compiled.initial_point_func(attempt), dtype=np.float64)
+        with np.errstate(all="ignore"):
+            value, grad = _fastcurves.logp_and_grad(law, buf, u)
+        if np.isfinite(value) and np.isfinite(grad).all():
+            return
+    raise SamplingError(f"the curve model's log density is not finite at any of {tries} "
+                        "jittered starting points; check the priors against the data")
+
+
+def _has_ci_prob() -> bool:
+    import inspect
+
+    import arviz as az
+
+    return "ci_prob" in inspect.signature(az.summary).parameters
+
+
+def _points(params: object, tokens: object) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        n, d = np.broadcast_arrays(np.atleast_1d(np.asarray(params, dtype=np.float64)),
+                                   np.atleast_1d(np.asarray(tokens, dtype=np.float64)))
+    except (TypeError, ValueError) as exc:
+        raise ArgumentError(f"params and tokens must be positive numbers or arrays of one "
+                            f"length, got params={params!r}, tokens={tokens!r}") from exc
+    for name, values in (("params", n), ("tokens", d)):
+        if not (np.isfinite(values).all() and (values > 0).all()):
+            raise ArgumentError(f"{name} must be finite positive numbers, got {values.tolist()}")
+    return n.astype(np.float64), d.astype(np.float64)
+
+
+def _table(loss: np.ndarray, params: np.ndarray, tokens: np.ndarray, prob: float,
+           kind: str) -> pd.DataFrame:
+    if not (isinstance(prob, (int, float)) and 0 < prob < 1):
+        raise ArgumentError(f"prob must be a number in (0, 1), got {prob!r}")
+    q = np.quantile(loss, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
+    table = pd.DataFrame({"params": params, "tokens": tokens, "flops": 6.0 * params * tokens,
+                          "loss_mean": loss.mean(axis=0), "loss_median": q[1],
+                          "loss_lower": q[0], "loss_upper": q[2]})
+    table.attrs.update(prob=prob, kind=kind)
+    return table
