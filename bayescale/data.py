@@ -104,6 +104,11 @@ class Runs:
     frame: pd.DataFrame
     source: str = "DataFrame"
     extra: pd.DataFrame | None = field(default=None, repr=False)
+    #: One label per run (object array of str or numbers) when loaded with ``group=``;
+    #: the pooling models of :class:`bayescale.ScalingModel` read it.
+    group: np.ndarray | None = field(default=None, repr=False)
+    #: Name of the column the group labels came from.
+    group_column: str | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -144,7 +149,24 @@ class Runs:
         mask = np.asarray(mask, dtype=bool)
         frame = self.frame.loc[mask].reset_index(drop=True)
         extra = None if self.extra is None else self.extra.loc[mask].reset_index(drop=True)
-        return Runs(frame=frame, source=self.source, extra=extra)
+        group = None if self.group is None else self.group[mask]
+        return Runs(frame=frame, source=self.source, extra=extra, group=group,
+                    group_column=self.group_column)
+
+    @property
+    def group_names(self) -> tuple:
+        """The distinct group labels (sorted when they can be; ``()`` without groups)."""
+        if self.group is None:
+            return ()
+        return _group_order(self.group)
+
+    def group_mask(self, name: object) -> np.ndarray:
+        """True for the runs of group ``name`` (matched by value or by its text)."""
+        if self.group is None:
+            raise KeyError("these runs have no group column; load them with "
+                           "load_runs(..., group='<column>')")
+        labels = np.array([str(g) for g in self.group], dtype=object)
+        return labels == str(name)
 
     def describe(self) -> pd.DataFrame:
         """Min, max and number of distinct values of each column, for reports."""
@@ -253,6 +275,7 @@ def load_runs(
     tokens: str | None = "tokens",
     flops: str | None = "flops",
     loss: str = "loss",
+    group: str | None = None,
     **inputs: str | None,
 ) -> Runs:
     """Load and validate training runs from a DataFrame or a CSV file.
@@ -271,6 +294,11 @@ def load_runs(
         Declared extra inputs a law needs, as ``name=column``, e.g.
         ``unique_tokens="U"`` for the data-constrained law. Validated like the others
         (numbers, finite, positive); the names are those the registered laws declare.
+    group : str, optional
+        Column of group labels (data mix, model family, setting; strings or numbers), for
+        the pooling models of :class:`~bayescale.ScalingModel` (``pooling="partial"``,
+        ``"none"``). Every run needs a label; a group may hold few runs.
+
     Returns
     -------
     Runs
@@ -321,6 +349,9 @@ def load_runs(
             f"{where}: missing column {' and '.join(missing) or repr(flops)}; need either "
             f"{params!r} and {tokens!r} (N and D) or {flops!r} (C); columns are {columns}")
 
+    if group is not None and not present(group):
+        raise RunDataError(f"{where}: missing column {group!r} (the group of each run, given "
+                           f"as group={group!r}); columns are {columns}")
     extras = {}
     for name, column in inputs.items():
         if name in STANDARD_COLUMNS or name not in _INPUTS:
@@ -367,11 +398,52 @@ def load_runs(
                              "loss": loss_values})
     for name, column in extras.items():
         standard[name] = _numeric_column(frame, column, name, where)
-    used = {c for c in (params, tokens, flops, loss, *extras.values())
+    used = {c for c in (params, tokens, flops, loss, group, *extras.values())
             if c is not None and c in columns}
     extra_cols = [c for c in columns if c not in used]
     extra = frame[extra_cols].reset_index(drop=True) if extra_cols else None
-    return Runs(frame=standard, source=source_name, extra=extra)
+    labels = _group_column(frame, group, where) if group is not None else None
+    return Runs(frame=standard, source=source_name, extra=extra, group=labels,
+                group_column=group)
+
+
+def _group_column(frame: pd.DataFrame, name: str, where: str) -> np.ndarray:
+    """Validated group labels: strings (stripped) or finite numbers, none missing."""
+    column = frame[name]
+    if isinstance(column, pd.DataFrame):
+        raise RunDataError(f"{where}: column {name!r} appears {column.shape[1]} times; keep one")
+    labels = np.empty(len(column), dtype=object)
+    for position, raw in enumerate(column.tolist()):
+        label = _row_label(frame, position)
+        if isinstance(raw, str):
+            text = raw.strip()
+            if text == "":
+                raise RunDataError(f"{where}: column {name!r}, {label}: empty group label; "
+                                   "give every run a group (a name or a number)")
+            labels[position] = text
+            continue
+        if raw is None or raw is pd.NA or raw is pd.NaT or (
+                isinstance(raw, (float, np.floating)) and math.isnan(raw)):
+            raise RunDataError(f"{where}: column {name!r}, {label}: missing group label "
+                               f"({raw}); give every run a group (a name or a number)")
+        if isinstance(raw, (bool, np.bool_)) or not isinstance(raw, (int, float, np.integer,
+                                                                     np.floating)):
+            raise RunDataError(f"{where}: column {name!r}, {label}: group label {raw!r} is a "
+                               f"{type(raw).__name__}, expected a string or a number")
+        if isinstance(raw, (float, np.floating)) and math.isinf(raw):
+            raise RunDataError(f"{where}: column {name!r}, {label}: group label {raw!r} is "
+                               "infinite")
+        labels[position] = raw.item() if isinstance(raw, np.generic) else raw
+    return labels
+
+
+def _group_order(labels: np.ndarray) -> tuple:
+    """Distinct labels, sorted when comparable, else in order of first appearance."""
+    distinct = list(dict.fromkeys(labels.tolist()))
+    try:
+        return tuple(sorted(distinct))
+    except TypeError:
+        return tuple(distinct)
 
 
 def runs_from_arrays(**columns: Any) -> Runs:
