@@ -26,7 +26,7 @@ import xarray as xr
 from .exceptions import ArgumentError
 
 if TYPE_CHECKING:
-    from .fit import ScalingFit
+    from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
 
 __all__ = ["group_view", "population_view", "view_settings", "compare_groups",
            "GROUP_KEYS", "CONFIDENT"]

@@ -612,8 +612,10 @@ def _compiled_partial(model: ScalingModel, runs: Runs):
     names, index = group_index(runs)
     values = {**model.data_values(runs), "group_index": index}
     few, _ = _centring(model, index, len(names))
+    # Not keyed by the number of runs: the graph's shapes are symbolic, so any data set with
+    # the same groups layout reuses the compiled model.
     key = ("partial", model.structure_key, tuple(sorted(model.group_sd.items())), len(names),
-           len(runs), few.tobytes())
+           few.tobytes())
     with _cache_lock:
         compiled = _compiled_cache.get(key)
         if compiled is None:
