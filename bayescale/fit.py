@@ -746,16 +746,17 @@ class ScalingFit:
 
         return plot_fit(self, flops=flops, kind=kind, ax=ax)
 
-    @_groupwise
     def report(self, path: str | PathLike[str], *, target: float | None = None,
-               budget: float | None = None, overwrite: bool = False, **kwargs: Any) -> Any:
+               budget: float | None = None, overwrite: bool = False, group: object = None,
+               **kwargs: Any) -> Any:
         """Write a report for people who will not open a notebook.
 
         ``*.html``: one self-contained file (figures embedded, works offline); ``*.md``:
         Markdown with its figures in ``<stem>_files/``. Headline: P(loss ≤ ``target`` at
         ``budget`` FLOPs) and the compute needed at 80% confidence; a
         :class:`~bayescale.Budget` as ``budget`` puts it in dollars, GPU-hours or days.
-        Never replaces an existing report unless ``overwrite=True``. Other keywords
+        Never replaces an existing report unless ``overwrite=True``. For a grouped fit:
+        one section per group and a comparison (``group=``: that group's report alone). Other keywords
         (``budgets``, ``targets``, ``prob``, ``backtest``, ``title``, ``dpi``) as in
         :func:`bayescale.report.write_report`.
 
@@ -766,6 +767,9 @@ class ScalingFit:
         """
         from .report import write_report
 
+        if group is not None:   # one group's report; a grouped fit alone: all groups
+            return self.group_fit(group).report(path, target=target, budget=budget,
+                                                overwrite=overwrite, **kwargs)
         return write_report(self, path, target=target, budget=budget, overwrite=overwrite,
                             **kwargs)
 

@@ -214,3 +214,14 @@ def test_partial_round_trip_and_cli(partial_fit, tmp_path, capsys):
     assert payload["pooling"] == "partial" and len(payload["pairs"]) == 3
     assert main(["compare-groups", str(path), "--group-col", "mix"]) == 0
     assert "P(A<B) own split" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_grouped_report_has_a_section_per_group(partial_fit, tmp_path):
+    path = partial_fit.report(tmp_path / "groups.md", budgets=[1e21, 1e22])
+    text = path.read_text()
+    for group in partial_fit.groups:
+        assert f"## Group {group}" in text
+    assert "## Comparison of the groups" in text and "Which group wins" in text
+    one = partial_fit.report(tmp_path / "one.html", group="mixA")
+    assert "mixB" not in one.read_text()
