@@ -89,6 +89,11 @@ def test_pooling_arguments_are_checked():
     with pytest.raises(RunDataError, match=r"needs at least 6 runs per group; too few in: "
                                            r"'small' \(4 runs\)\. Use pooling='partial'"):
         bs.ScalingModel("chinchilla", pooling="none").fit(grouped, **FAST)
+    frame = grouped_frame(n_runs=(8, 8, 4)).assign(acc=0.5)
+    linked = bs.load_runs(frame, group="mix", metric="acc")
+    with pytest.raises(ArgumentError, match=r"a metric link is fitted to one group of runs at a "
+                                            r"time: pooling across groups \(3 groups"):
+        bs.ScalingModel("chinchilla", link="sigmoid", chance=0.25).fit(linked, **FAST)
 
 
 # -- complete and none ----------------------------------------------------------------------
