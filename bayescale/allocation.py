@@ -50,8 +50,10 @@ def _summary_columns(name: str, draws: np.ndarray, quantiles: tuple[float, float
 
 # -- compute-optimal -----------------------------------------------------------------------
 
-def optimal_allocation_draws(fit: "ScalingFit", flops: object) -> dict[str, np.ndarray]:
-    """Per-draw compute-optimal split at each budget.
+def optimal_allocation_draws(fit: "ScalingFit", flops: object,
+                             inputs: object = None) -> dict[str, np.ndarray]:
+    """Per-draw compute-optimal split at each budget (``inputs``: the law's extra inputs,
+    one value or one per budget, held fixed).
 
     Returns
     -------
@@ -66,10 +68,11 @@ def optimal_allocation_draws(fit: "ScalingFit", flops: object) -> dict[str, np.n
     """
     c = positives("flops", flops)
     log_c = np.log(c)[None, :]
+    fixed = _fixed_log_inputs(fit, inputs, c.size, axis=0)
     theta = fit.theta(expand=True)
-    log_n = fit.law.optimal_log_params(theta, fit.reference, log_c)
+    log_n = fit.law.optimal_log_params(theta, fit.reference, log_c, fixed or None)
     log_d = log_c - _LOG6 - log_n
-    log_x = {"params": log_n, "tokens": log_d, "flops": log_c}
+    log_x = {"params": log_n, "tokens": log_d, "flops": log_c, **fixed}
     log_loss = fit.law.log_loss(theta, log_x, fit.reference, np)
     shift = discrepancy_shift(fit, log_x, theta["sigma"], theta, log_loss)
     if shift is not None:
@@ -78,7 +81,21 @@ def optimal_allocation_draws(fit: "ScalingFit", flops: object) -> dict[str, np.n
             "tokens_per_param": np.exp(log_d - log_n), "loss": np.exp(log_loss)}
 
 
-def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9) -> pd.DataFrame:
+def _fixed_log_inputs(fit: "ScalingFit", inputs: object, size: int,
+                      axis: int) -> dict[str, np.ndarray]:
+    """The law's extra inputs as log values laid out along ``axis`` of (draws, budgets)
+    (axis 0: a row (1, budgets)) or (budgets, draws) (axis 1: a column (budgets, 1))."""
+    if not fit.law.extra_inputs and not inputs:
+        return {}
+    from .forecast import extra_input_values
+
+    values = extra_input_values(fit, inputs or {}, size)
+    return {name: (np.log(v)[None, :] if axis == 0 else np.log(v)[:, None])
+            for name, v in values.items()}
+
+
+def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9, *,
+                       inputs: object = None) -> pd.DataFrame:
     """Compute-optimal parameters and tokens at each budget, with posterior bands.
 
     Per posterior draw the split minimising the law's loss under C = 6·N·D is solved in closed
@@ -92,11 +109,14 @@ def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9) -> p
         Training budgets in FLOPs.
     prob : float
         Mass of the central (equal-tailed) band.
+    inputs : dict, optional
+        The law's extra inputs, one value or one per budget, held fixed by the split (e.g.
+        ``{"unique_tokens": 1e11}`` for the data-constrained law, whose split is numeric).
 
     Returns
     -------
     pandas.DataFrame
-        Column ``flops`` and, each as ``*_median``, ``*_lower``, ``*_upper``: ``params`` (N,
+        Column ``flops``, any extra inputs, and, each as ``*_median``, ``*_lower``, ``*_upper``: ``params`` (N,
         parameters), ``tokens`` (D, training tokens), ``tokens_per_param`` (D/N) and ``loss``
         (the law's expected loss at the optimum: parameter uncertainty and the law's own
         error past the fitted range, the discrepancy; no run-to-run noise).
@@ -110,8 +130,9 @@ def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9) -> p
     """
     quantiles = _band(prob)
     c = positives("flops", flops)
-    summary = _optimal_summary(fit, c, np.array([quantiles[0], 0.5, quantiles[1]]))
-    table = pd.DataFrame({"flops": c})
+    fixed = _fixed_log_inputs(fit, inputs, c.size, axis=1)
+    summary = _optimal_summary(fit, c, np.array([quantiles[0], 0.5, quantiles[1]]), fixed)
+    table = pd.DataFrame({"flops": c, **{name: np.exp(v[:, 0]) for name, v in fixed.items()}})
     # D = C/(6·N) and D/N = C/(6·N²) fall as N rises, so their quantiles are those of N read
     # backwards: each band end is then a consistent split with 6·N·D = C (and half the sorting).
     n_lower, n_median, n_upper = summary[:, 0], summary[:, 1], summary[:, 2]
@@ -131,7 +152,8 @@ def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9) -> p
     return table
 
 
-def _optimal_summary(fit: "ScalingFit", flops: np.ndarray, levels: np.ndarray) -> np.ndarray:
+def _optimal_summary(fit: "ScalingFit", flops: np.ndarray, levels: np.ndarray,
+                     fixed: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Quantiles over draws of N_opt and of the loss there, per budget: (budgets, 2·levels).
 
     The same numbers as :func:`optimal_allocation_draws` summarised with ``np.quantile``,
@@ -141,6 +163,7 @@ def _optimal_summary(fit: "ScalingFit", flops: np.ndarray, levels: np.ndarray) -
     from .forecast import draw_rows
 
     law = fit.law
+    fixed = fixed or {}
     if not law.splits_compute:
         law.optimal_log_params(fit.theta(), fit.reference, np.log(flops))  # raises the mismatch
     theta = draw_rows(fit)
@@ -148,9 +171,10 @@ def _optimal_summary(fit: "ScalingFit", flops: np.ndarray, levels: np.ndarray) -
 
     def chunk_summary(part: slice, workspace: Workspace) -> np.ndarray:
         rows = part.stop - part.start
-        log_n = law.optimal_log_params(theta, fit.reference, log_c[part])
+        held = {name: v[part] for name, v in fixed.items()}
+        log_n = law.optimal_log_params(theta, fit.reference, log_c[part], held or None)
         log_d = log_c[part] - _LOG6 - log_n
-        log_x = {"params": log_n, "tokens": log_d, "flops": log_c[part]}
+        log_x = {"params": log_n, "tokens": log_d, "flops": log_c[part], **held}
         loss = law.loss(theta, log_x, fit.reference, out=workspace.array("loss", rows, fit.n_draws),
                         work=workspace.array("work", rows, fit.n_draws))
         shift = (None if getattr(fit, "discrepancy", None) is None else
@@ -180,6 +204,12 @@ def _warn_outside_runs(fit: "ScalingFit", params: np.ndarray, tokens: np.ndarray
 
 def _chinchilla_draws(fit: "ScalingFit") -> dict[str, np.ndarray]:
     names = ("E", "A", "B", "alpha", "beta")
+    if fit.law.extra_inputs:
+        raise ModelMismatchError(
+            f"inference-aware allocation solves E + A/N^alpha + B/D^beta = target in closed "
+            f"form; the {fit.law.name} law's loss also depends on "
+            f"{', '.join(fit.law.extra_inputs)}, so that solution would be wrong for it: fit "
+            "the 'chinchilla' law for this question")
     if not fit.law.splits_compute or not set(names) <= set(fit.law.paper_parameters):
         raise ModelMismatchError(
             f"inference-aware allocation needs a law of the form E + A/N^alpha + B/D^beta; the "

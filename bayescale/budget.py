@@ -667,18 +667,20 @@ def prob_below(fit: "ScalingFit", target: float, budget: Budget, *, mode: str = 
 
 
 def risk_table(fit: "ScalingFit", targets: object, budget: Budget, *, mode: str = "median",
-               kind: str = "observed") -> pd.DataFrame:
+               kind: str = "observed", inputs: dict[str, object] | None = None) -> pd.DataFrame:
     """:meth:`ScalingFit.risk_table` with budgets as a :class:`Budget`: columns are the
     budget's amounts (in its unit, named by ``columns.name``); ``attrs["flops"]`` the compute
     at the median utilization."""
     if not budget.uncertain:
-        table = fit.risk_table(targets, budget.to("flops"), mode=mode, kind=kind)
+        table = fit.risk_table(targets, budget.to("flops"), mode=mode, kind=kind,
+                               **(inputs or {}))
     else:
         from ._validate import positives
 
         values, mcse_max, nominal = [], 0.0, None
         for target in positives("targets", targets):
-            prob, error, nominal = _mixture_prob(fit, float(target), budget, mode, kind, "ess")
+            prob, error, nominal = _mixture_prob(fit, float(target), budget, mode, kind, "ess",
+                                                 inputs)
             values.append(prob)
             mcse_max = max(mcse_max, float(np.max(error)))
         table = pd.DataFrame(values, index=pd.Index(positives("targets", targets),
@@ -697,14 +699,16 @@ def risk_table(fit: "ScalingFit", targets: object, budget: Budget, *, mode: str 
     return table
 
 
-def optimal_allocation(fit: "ScalingFit", budget: Budget, *, prob: float = 0.9) -> pd.DataFrame:
+def optimal_allocation(fit: "ScalingFit", budget: Budget, *, prob: float = 0.9,
+                       inputs: dict[str, object] | None = None) -> pd.DataFrame:
     """:meth:`ScalingFit.optimal_allocation` at a :class:`Budget`.
 
     The split is planned for the compute bought at the median utilization (one chooses N
     before knowing the MFU reached). With uncertain utilization, ``flops_lower`` and
     ``flops_upper`` give the central ``prob`` band of the compute the budget buys.
     """
-    table = _label(fit.optimal_allocation(budget.to("flops"), prob=prob), budget)
+    table = _label(fit.optimal_allocation(budget.to("flops"), prob=prob, **(inputs or {})),
+                   budget)
     if budget.uncertain:
         hw = budget.hardware
         tail = (1.0 - float(prob)) / 2.0
@@ -718,7 +722,8 @@ def optimal_allocation(fit: "ScalingFit", budget: Budget, *, prob: float = 0.9) 
 # -- compute in other units ----------------------------------------------------------------
 
 def _reach_hours(fit: "ScalingFit", targets: np.ndarray, probs: np.ndarray,
-                 flops: np.ndarray, hardware: Hardware, mode: str, kind: str) -> np.ndarray:
+                 flops: np.ndarray, hardware: Hardware, mode: str, kind: str,
+                 inputs: dict[str, object] | None = None) -> np.ndarray:
     """Smallest chip-hours with P(loss ≤ target) ≥ prob when utilization is uncertain:
     bisection in log hours on the utilization-integrated probability (monotone in the
     budget), per target, vectorised over its confidence levels."""
@@ -737,7 +742,7 @@ def _reach_hours(fit: "ScalingFit", targets: np.ndarray, probs: np.ndarray,
             budget = Budget(np.exp(log_h), "gpu_hours", hardware)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExtrapolationWarning)  # the FLOP answer warned
-                return _mixture_prob(fit, float(target), budget, mode, kind, "none")[0]
+                return _mixture_prob(fit, float(target), budget, mode, kind, "none", inputs)[0]
 
         lo = np.log(flops[idx] / (per_hour * nodes.max()))
         hi = np.log(flops[idx] / (per_hour * nodes.min()))
@@ -770,7 +775,8 @@ def _conversion_attrs(table: pd.DataFrame, units: list[str], hardware: Hardware)
 
 
 def compute_to_reach(fit: "ScalingFit", target: object, prob: object, *, mode: str,
-                     kind: str, units: object, hardware: Hardware | None) -> Any:
+                     kind: str, units: object, hardware: Hardware | None,
+                     inputs: dict[str, object] | None = None) -> Any:
     """:meth:`ScalingFit.compute_to_reach` in other units.
 
     With one utilization value the FLOPs found are converted exactly. With uncertain
@@ -778,7 +784,7 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object, *, mode: s
     whose utilization-integrated P(loss ≤ target) is at least ``prob``, found by bisection.
     """
     unit_list = _unit_list(units)
-    result = fit.compute_to_reach(target, prob, mode=mode, kind=kind)
+    result = fit.compute_to_reach(target, prob, mode=mode, kind=kind, **(inputs or {}))
     if unit_list == ["flops"]:
         return result
     hardware = _need_hardware(hardware)
@@ -792,7 +798,7 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object, *, mode: s
     if hardware.uncertain:
         hours = _reach_hours(fit, table["target"].to_numpy(dtype=np.float64),
                              table["prob"].to_numpy(dtype=np.float64), flops, hardware, mode,
-                             kind)
+                             kind, inputs)
         for unit in unit_list:
             if unit != "flops":
                 table[unit] = hardware.convert(hours, "gpu_hours", unit)
@@ -817,12 +823,13 @@ def _pooled_band(per_draw_flops: np.ndarray, hardware: Hardware,
 
 
 def compute_distribution(fit: "ScalingFit", target: object, prob: float, *, units: object,
-                         hardware: Hardware | None) -> pd.DataFrame:
+                         hardware: Hardware | None,
+                         inputs: dict[str, object] | None = None) -> pd.DataFrame:
     """:meth:`ScalingFit.compute_distribution` with ``<unit>_median``, ``<unit>_lower``,
     ``<unit>_upper`` columns for each unit; with uncertain utilization the bands are those
     of the per-draw compute divided by the utilization at each node (pooled, weighted)."""
     unit_list = _unit_list(units)
-    table = fit.compute_distribution(target, prob)
+    table = fit.compute_distribution(target, prob, **(inputs or {}))
     if unit_list == ["flops"]:
         return table
     hardware = _need_hardware(hardware)
@@ -832,8 +839,8 @@ def compute_distribution(fit: "ScalingFit", target: object, prob: float, *, unit
 
         tail = (1.0 - table.attrs["prob"]) / 2.0
         levels = np.array([0.5, tail, 1.0 - tail])
-        hours = np.array([_pooled_band(compute_to_target_draws(fit, float(t)), hardware, levels)
-                          for t in table["target"]])
+        hours = np.array([_pooled_band(compute_to_target_draws(fit, float(t), inputs), hardware,
+                                       levels) for t in table["target"]])
         for unit in unit_list:
             if unit != "flops":
                 for j, suffix in enumerate(suffixes):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ._validate import SEED_MAX, finite_or_none, output_path
-from .exceptions import BayescaleError
+from .exceptions import ArgumentError, BayescaleError
 
 DEMO_BUDGETS = (1e22, 1e23, 1e24, 1e25)
 
@@ -66,6 +66,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{spec.name.replace('_', '-')}-col", dest=f"{spec.name}_col",
                            default=None, help=f"column with {spec.symbol}, the {spec.label} "
                            "(laws that declare it)")
+    held = parser.add_argument_group("extra inputs held fixed in forecasts")
+    for spec in _extra_input_specs():
+        held.add_argument(f"--{spec.name.replace('_', '-')}", dest=f"hold_{spec.name}",
+                          type=_positive_float, default=None, metavar=spec.symbol,
+                          help=f"{spec.label} {spec.symbol} that forecasts, risks and "
+                          "allocations hold fixed (laws that declare it; default: the "
+                          "largest in the runs)")
 
 
 def _extra_input_specs():
@@ -195,8 +202,24 @@ def _fit_or_load(args: argparse.Namespace):
     from .fit import load_fit
 
     if Path(args.runs).suffix.lower() in (".nc", ".netcdf"):
-        return load_fit(args.runs)
-    return _fit_from_args(args)
+        return _hold_inputs(load_fit(args.runs), args)
+    return _hold_inputs(_fit_from_args(args), args)
+
+
+def _hold_inputs(fit, args: argparse.Namespace):
+    """The fit with the law's extra inputs held at the values given (--unique-tokens ...),
+    the rest at their largest value in the runs (said on stderr)."""
+    given = {spec.name: getattr(args, f"hold_{spec.name}", None) for spec in _extra_input_specs()}
+    given = {name: value for name, value in given.items() if value is not None}
+    unused = sorted(set(given) - set(fit.law.extra_inputs))
+    if unused:
+        raise ArgumentError(f"--{unused[0].replace('_', '-')} is an input of other laws; the "
+                            f"{fit.law.name} law does not read it")
+    fit, note = fit.holding(**given).for_presentation()
+    if note:
+        print(note.replace("use fit.holding(...)", "give --" + "/--".join(
+            n.replace("_", "-") for n in fit.law.extra_inputs)), file=sys.stderr)
+    return fit
 
 
 def _print_fit(fit) -> None:

@@ -17,7 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from .data import Runs
-from .exceptions import ConvergenceWarning
+from .exceptions import ArgumentError, ConvergenceWarning
 from .laws import ScalingLaw
 from .priors import Prior
 
@@ -108,6 +108,9 @@ class ScalingFit:
         The law's own error past the fitted range, added to every forecast
         (:mod:`bayescale.discrepancy`); None for fits saved by bayescale 0.1.0, whose
         forecasts are law + run-to-run noise only.
+    held_inputs : dict of str to float or None
+        Values of the law's extra inputs that every analysis uses unless a call gives its
+        own (set by :meth:`holding`; not saved).
     """
 
     law: ScalingLaw
@@ -119,6 +122,7 @@ class ScalingFit:
     sample_stats: xr.Dataset
     settings: dict[str, Any]
     discrepancy: "Discrepancy | None" = None
+    held_inputs: dict[str, float] | None = field(default=None, repr=False)
 
     # -- construction ------------------------------------------------------------------
 
@@ -158,6 +162,44 @@ class ScalingFit:
     def with_discrepancy(self, discrepancy: "Discrepancy | None") -> "ScalingFit":
         """The same posterior with another discrepancy (None: law + noise only, as 0.1.0)."""
         return replace(self, discrepancy=discrepancy)
+
+    def holding(self, **inputs: object) -> "ScalingFit":
+        """The same fit with the law's extra inputs held at the given values.
+
+        Every analysis, plot and report of the returned fit uses them unless a call gives
+        its own, e.g. ``fit.holding(unique_tokens=1e11).report("r.html", target=2.3)`` for
+        the data-constrained law.
+
+        Raises
+        ------
+        ArgumentError
+            For a name the law does not declare, or a value that is not one finite positive
+            number.
+        """
+        from ._validate import positive
+
+        unknown = sorted(set(inputs) - set(self.law.extra_inputs))
+        if unknown:
+            raise ArgumentError(f"the {self.law.name} law takes no input {unknown[0]!r}; its "
+                                f"extra inputs are {list(self.law.extra_inputs) or 'none'}")
+        held = dict(self.held_inputs or {})
+        held.update({name: positive(name, value) for name, value in inputs.items()})
+        return replace(self, held_inputs=held or None)
+
+    def for_presentation(self) -> tuple["ScalingFit", str | None]:
+        """This fit, with any extra input the law needs and nothing holds set to its largest
+        value in the runs, and a sentence saying so (None when nothing was filled in).
+
+        Plots and reports draw curves over compute, which a law of extra inputs (unique
+        tokens, say) cannot do without a value for them.
+        """
+        missing = [name for name in self.law.extra_inputs if name not in (self.held_inputs or {})]
+        if not missing:
+            return self, None
+        values = {name: float(self.runs.frame[name].max()) for name in missing}
+        said = ", ".join(f"{name} = {value:.3g}" for name, value in values.items())
+        return self.holding(**values), (f"Forecasts hold {said} (the largest in the runs); "
+                                        "use fit.holding(...) for other values.")
 
     # -- draws -------------------------------------------------------------------------
 
@@ -387,33 +429,37 @@ class ScalingFit:
 
     def compute_to_reach(self, target: object, prob: object = 0.8, *, mode: str = "median",
                          kind: str = "observed", units: str | Sequence[str] = "flops",
-                         hardware: Hardware | None = None) -> float | pd.DataFrame:
+                         hardware: Hardware | None = None,
+                         **inputs: object) -> float | pd.DataFrame:
         """Smallest budget in FLOPs with P(loss ≤ target) ≥ prob; ``inf`` when out of reach.
 
         ``units`` (``"flops"``, ``"gpu_hours"``, ``"usd"``, ``"days"``, or several) reports
         the budget on ``hardware`` as well; with uncertain utilization those columns are the
         smallest budget whose utilization-integrated probability reaches ``prob``. The
         conversion is stated in ``attrs["conversion"]``. A scalar target and prob with one
-        unit give a float in that unit. See :func:`bayescale.risk.compute_to_reach` and
-        :func:`bayescale.budget.compute_to_reach`.
+        unit give a float in that unit. A law with extra inputs takes them as keywords, held
+        fixed while the budget grows (``unique_tokens=1e11``). See
+        :func:`bayescale.risk.compute_to_reach` and :func:`bayescale.budget.compute_to_reach`.
         """
         if units != "flops" or hardware is not None:
             from . import budget
 
             return budget.compute_to_reach(self, target, prob, mode=mode, kind=kind,
-                                           units=units, hardware=hardware)
+                                           units=units, hardware=hardware,
+                                           inputs=inputs or None)
         from .risk import compute_to_reach
 
-        return compute_to_reach(self, target, prob, mode=mode, kind=kind)
+        return compute_to_reach(self, target, prob, mode=mode, kind=kind, inputs=inputs or None)
 
     def compute_distribution(self, target: object, prob: float = 0.9, *,
                              units: str | Sequence[str] = "flops",
-                             hardware: Hardware | None = None) -> pd.DataFrame:
+                             hardware: Hardware | None = None, **inputs: object) -> pd.DataFrame:
         """Posterior median and band of the compute (FLOPs) the law needs to reach each target,
         and the probability that it is unreachable (E ≥ target).
 
         ``units`` with ``hardware`` adds ``<unit>_median``, ``<unit>_lower``,
-        ``<unit>_upper`` columns (utilization uncertainty included); see
+        ``<unit>_upper`` columns (utilization uncertainty included). A law's extra inputs
+        are keywords, one value each (``unique_tokens=1e11``). See
         :func:`bayescale.risk.compute_distribution` and
         :func:`bayescale.budget.compute_distribution`.
         """
@@ -421,40 +467,44 @@ class ScalingFit:
             from . import budget
 
             return budget.compute_distribution(self, target, prob, units=units,
-                                               hardware=hardware)
+                                               hardware=hardware, inputs=inputs or None)
         from .risk import compute_distribution
 
-        return compute_distribution(self, target, prob)
+        return compute_distribution(self, target, prob, inputs=inputs or None)
 
     def risk_table(self, targets: object, budgets: object, *, mode: str = "median",
-                   kind: str = "observed") -> pd.DataFrame:
+                   kind: str = "observed", **inputs: object) -> pd.DataFrame:
         """P(loss ≤ target) for every target (rows) and budget in FLOPs (columns).
 
         ``budgets`` may be a :class:`~bayescale.Budget`; the columns are then its amounts.
-        See :func:`bayescale.risk.risk_table` and :func:`bayescale.budget.risk_table`.
+        A law's extra inputs are keywords (``unique_tokens=1e11``). See
+        :func:`bayescale.risk.risk_table` and :func:`bayescale.budget.risk_table`.
         """
         if _is_budget(budgets):
             from . import budget
 
-            return budget.risk_table(self, targets, budgets, mode=mode, kind=kind)
+            return budget.risk_table(self, targets, budgets, mode=mode, kind=kind,
+                                     inputs=inputs or None)
         from .risk import risk_table
 
-        return risk_table(self, targets, budgets, mode=mode, kind=kind)
+        return risk_table(self, targets, budgets, mode=mode, kind=kind, inputs=inputs or None)
 
-    def optimal_allocation(self, flops: object, prob: float = 0.9) -> pd.DataFrame:
+    def optimal_allocation(self, flops: object, prob: float = 0.9,
+                           **inputs: object) -> pd.DataFrame:
         """Compute-optimal N, D, tokens per parameter and loss at each budget, with bands.
 
         ``flops`` may be a :class:`~bayescale.Budget` (split planned at the median
-        utilization). See :func:`bayescale.allocation.optimal_allocation` and
+        utilization). A law's extra inputs are keywords, held fixed by the split
+        (``unique_tokens=1e11``). See :func:`bayescale.allocation.optimal_allocation` and
         :func:`bayescale.budget.optimal_allocation`.
         """
         if _is_budget(flops):
             from . import budget
 
-            return budget.optimal_allocation(self, flops, prob=prob)
+            return budget.optimal_allocation(self, flops, prob=prob, inputs=inputs or None)
         from .allocation import optimal_allocation
 
-        return optimal_allocation(self, flops, prob)
+        return optimal_allocation(self, flops, prob, inputs=inputs or None)
 
     def inference_optimal_allocation(self, target: object, inference_tokens: object,
                                      prob: float = 0.9, *, units: str | Sequence[str] = "flops",

@@ -40,11 +40,20 @@ KINDS = ("observed", "mean")
 EXTRAPOLATION_DECADES = 2.0
 
 
-def _extra_inputs(fit: "ScalingFit", inputs: object, size: int) -> dict[str, np.ndarray]:
-    """The law's declared extra inputs (e.g. unique_tokens) for the points, validated."""
+def extra_input_values(fit: "ScalingFit", inputs: object, size: int) -> dict[str, np.ndarray]:
+    """The law's declared extra inputs (e.g. unique_tokens) for ``size`` points, validated.
+
+    ``inputs`` maps each extra input the law declares to one value or one per point, over
+    the values the fit holds (:meth:`bayescale.ScalingFit.holding`). Raises
+    :class:`ModelMismatchError` when one is missing and :class:`ArgumentError` for an input
+    the law does not take or a wrong count; returns arrays of shape (size,).
+    """
     from ._validate import mapping
 
     given = dict(mapping("inputs", inputs, "a dict {input name: values}"))
+    held = getattr(fit, "held_inputs", None)   # fit.holding(...): the defaults
+    if held:
+        given = {**held, **given}
     unknown = sorted(set(given) - set(fit.law.extra_inputs))
     if unknown:
         raise ArgumentError(f"the {fit.law.name} law takes no input {unknown[0]!r}; its extra "
@@ -74,11 +83,11 @@ def resolve_points(fit: "ScalingFit", flops: object = None, params: object = Non
     """
     if not fit.law.extra_inputs:
         if inputs:
-            _extra_inputs(fit, inputs, 1)  # raises: this law takes no extra inputs
+            extra_input_values(fit, inputs, 1)  # raises: this law takes no extra inputs
         return _resolve_standard(fit, flops, params, tokens)
     given = [v for v in ((flops,) if flops is not None else (params, tokens)) if v is not None]
     size = max((int(np.size(v)) for v in given), default=1)
-    extras = _extra_inputs(fit, inputs, size)
+    extras = extra_input_values(fit, inputs, size)
     points = _resolve_standard(fit, flops, params, tokens,
                                {name: np.log(v) for name, v in extras.items()})
     return points.assign(**extras)

@@ -122,13 +122,6 @@ def _native(value: Any, column: str) -> Any:
                     f"df[{column!r}].astype(str)")
 
 
-def _key_parts(key: Key, n_by: int) -> tuple:
-    parts = key if isinstance(key, tuple) else (key,)
-    if len(parts) != n_by:
-        raise KeyError(f"a group key has {n_by} value(s) (one per `by` column), got {key!r}")
-    return parts
-
-
 def _key_json(parts: tuple) -> list:
     # The type is kept so that the group "1" and the group 1 get different seeds and files.
     return [[type(v).__name__, v] for v in parts]

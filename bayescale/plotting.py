@@ -159,6 +159,7 @@ def plot_fit(fit: "ScalingFit", flops: Any = None, *, kind: str = "observed",
     from matplotlib.colors import LogNorm
 
     ax = _new_axes(ax)
+    fit, held_note = fit.for_presentation()   # a law of extra inputs: hold them, and say so
     frame = fit.runs.frame
     budgets = _budgets(flops)
     grid = _compute_grid(fit, budgets, _grid_points(n_points))
@@ -195,7 +196,9 @@ def plot_fit(fit: "ScalingFit", flops: Any = None, *, kind: str = "observed",
     _loss_axis(ax)
     ax.set_xlabel("training compute C (FLOPs)")
     ax.set_ylabel("final loss (nats/token)")
-    ax.set_title(f"{fit.law.name} law fitted to {len(frame)} runs ({kind} bands)")
+    held = ", ".join(f"{name} = {value:.3g}" for name, value in (fit.held_inputs or {}).items())
+    ax.set_title(f"{fit.law.name} law fitted to {len(frame)} runs ({kind} bands)"
+                 + (f"\nat {held}" if held else ""), fontsize=None if not held else 10)
     ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
     return ax
 

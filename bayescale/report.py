@@ -713,12 +713,15 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
                             *([target] if target else [])])
                    if targets is not None else _default_targets(target) if target else [])
 
+    fit, held_note = fit.for_presentation()   # a law of extra inputs: hold them, and say so
     b = _Builder(dpi)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit.warn_if_unreliable()
         line = headline(fit, target=target, budget=money if money is not None else budget,
                         prob=prob)
+        if held_note and line:
+            line = f"{line} {held_note}"
         _data_section(b, fit)
         _model_section(b, fit)
         _diagnostics_section(b, fit)
@@ -734,6 +737,8 @@ def build_report(fit: "ScalingFit", *, target: float | None = None, budget: floa
         if plan is not None:
             _plan_section(b, plan, fit)
     caveats = _caveats(fit, budget_list, [w for w in caught if _relevant(w)], backtest)
+    if held_note:
+        caveats.insert(0, held_note)
     b.heading("Caveats")
     b.bullets(caveats)
     title = title or (f"Scaling-law report: {fit.law.name} law on {len(fit.runs)} runs")

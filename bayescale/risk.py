@@ -49,7 +49,7 @@ from scipy import special
 from ._validate import choice, is_scalar, positives, probabilities, probability, real
 from .discrepancy import discrepancy_shift
 from .exceptions import ArgumentError, ExtrapolationWarning, UnreachableTargetWarning
-from .forecast import KINDS, draw_rows, resolve_points, warn_if_extrapolating
+from .forecast import KINDS, draw_rows, extra_input_values, resolve_points, warn_if_extrapolating
 
 if TYPE_CHECKING:
     from ._pointwise import Workspace
@@ -165,15 +165,30 @@ def _nan_to_inf(mu: np.ndarray) -> np.ndarray:
 
 
 def _oracle_log_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_c: np.ndarray,
-                     workspace: "Workspace | None" = None) -> np.ndarray:
-    """The law's log loss with each draw at its own compute-optimal split (broadcasting)."""
+                     workspace: "Workspace | None" = None,
+                     fixed: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The law's log loss with each draw at its own compute-optimal split (broadcasting);
+    ``fixed`` holds the law's extra inputs (log values), which the split keeps fixed."""
     law = fit.law
+    fixed = fixed or {}
     if not law.splits_compute:
-        return _log_of_loss(fit, theta, {"flops": log_c}, workspace)
-    log_n = law.optimal_log_params(theta, fit.reference, log_c)
+        return _log_of_loss(fit, theta, {"flops": log_c, **fixed}, workspace)
+    log_n = law.optimal_log_params(theta, fit.reference, log_c, fixed or None)
     log_d = log_c - _LOG6 - log_n
-    return _log_of_loss(fit, theta, {"params": log_n, "tokens": log_d, "flops": log_c},
+    return _log_of_loss(fit, theta, {"params": log_n, "tokens": log_d, "flops": log_c, **fixed},
                         workspace)
+
+
+def _extras(fit: "ScalingFit", inputs: object, size: int) -> dict[str, np.ndarray]:
+    """The law's extra inputs for ``size`` rows (empty for a law without any), validated."""
+    if not fit.law.extra_inputs and not inputs:
+        return {}
+    return extra_input_values(fit, inputs or {}, size)
+
+
+def _rows(extras: dict[str, np.ndarray], which: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The extra inputs of the selected rows (None when the law has none)."""
+    return {name: values[which] for name, values in extras.items()} if extras else None
 
 
 def _points(fit: "ScalingFit", flops: object, params: object, tokens: object,
@@ -418,9 +433,10 @@ def prob_below(fit: "ScalingFit", target: float, flops: object = None, *, params
 
 
 def _prob_at_log_flops(fit: "ScalingFit", log_targets: np.ndarray, log_c: np.ndarray,
-                       mode: str, kind: str) -> np.ndarray:
+                       mode: str, kind: str,
+                       inputs: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """P(loss ≤ target_k) at budget exp(log_c_k), one pair per k (no warnings, no MCSE)."""
-    points = _points(fit, np.exp(log_c), None, None, mode)
+    points = _points(fit, np.exp(log_c), None, None, mode, inputs)
     mu = _mean_log_loss(fit, points, mode)
     return _prob_draws(fit, log_targets[:, None], mu, kind).mean(axis=1)
 
@@ -443,7 +459,8 @@ def _prob_limit(fit: "ScalingFit", log_targets: np.ndarray, kind: str) -> np.nda
 # -- compute to reach a target -------------------------------------------------------------
 
 def compute_to_reach(fit: "ScalingFit", target: object, prob: object = 0.8, *,
-                     mode: str = "median", kind: str = "observed") -> float | pd.DataFrame:
+                     mode: str = "median", kind: str = "observed",
+                     inputs: object = None) -> float | pd.DataFrame:
     """Smallest training budget whose :func:`prob_below` is at least ``prob``.
 
     prob_below rises monotonically with compute (every draw's loss falls), so the budget is
@@ -459,13 +476,19 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object = 0.8, *,
         Required confidence(s) in (0, 1); broadcast against ``target``.
     mode, kind : str
         As in :func:`prob_below`.
+    inputs : dict, optional
+        The law's extra inputs held fixed while the budget grows, one value or one per
+        target (e.g. ``{"unique_tokens": 1e11}`` for the data-constrained law: the compute to
+        reach the target with that much unique data).
 
     Returns
     -------
     float or pandas.DataFrame
         FLOPs (``inf`` when out of reach) for a scalar target and prob; otherwise columns
         ``target``, ``prob``, ``flops``, ``params``, ``tokens`` (the allocation at that budget),
-        ``prob_limit`` (P(loss ≤ target) with unlimited compute) and ``reachable``.
+        any extra inputs, ``prob_limit`` (P(loss ≤ target) with unlimited compute; for a law
+        with extra inputs, at the top of the search range, 1e50 FLOPs, with them held fixed)
+        and ``reachable``.
 
     Warns
     -----
@@ -486,19 +509,24 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object = 0.8, *,
     except ValueError:
         raise ArgumentError(f"target has {targets.size} values and prob {probs.size}: give equally "
                          "many (or one of either)") from None
+    extras = _extras(fit, inputs, targets.size)
+    everything = np.ones(targets.shape, dtype=bool)
     log_t = np.log(targets)
-    limit = _prob_limit(fit, log_t, kind)
     lo = np.full(targets.shape, _SEARCH_LOG_FLOPS[0])
     hi = np.full(targets.shape, _SEARCH_LOG_FLOPS[1])
-    p_hi = _prob_at_log_flops(fit, log_t, hi, mode, kind)
-    p_lo = _prob_at_log_flops(fit, log_t, lo, mode, kind)
+    p_hi = _prob_at_log_flops(fit, log_t, hi, mode, kind, _rows(extras, everything))
+    p_lo = _prob_at_log_flops(fit, log_t, lo, mode, kind, _rows(extras, everything))
+    # With extra inputs held fixed (unique data, say) the loss levels off above E, so the
+    # limit is the probability at the top of the search range.
+    limit = p_hi if extras else _prob_limit(fit, log_t, kind)
     reachable = (limit >= probs) & (p_hi >= probs)
     done = p_lo >= probs          # met at the bottom of the search range already
     hi = np.where(done, lo, hi)
     active = reachable & ~done
     while active.any() and np.max(hi[active] - lo[active]) > _LOG_TOL:
         mid = 0.5 * (lo + hi)
-        p_mid = _prob_at_log_flops(fit, log_t[active], mid[active], mode, kind)
+        p_mid = _prob_at_log_flops(fit, log_t[active], mid[active], mode, kind,
+                                   _rows(extras, active))
         up = np.zeros(targets.shape, dtype=bool)
         up[active] = p_mid >= probs[active]
         hi = np.where(active & up, mid, hi)
@@ -515,17 +543,18 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object = 0.8, *,
         # One warning per target, at the lowest confidence it fails (higher ones fail too).
         worst = np.flatnonzero(~reachable & (targets == t))
         k = worst[np.argmin(probs[worst])]
-        warnings.warn(_unreachable_message(fit, t, probs[k], limit[k], kind),
+        warnings.warn(_unreachable_message(fit, t, probs[k], limit[k], kind,
+                                           {name: float(v[k]) for name, v in extras.items()}),
                       UnreachableTargetWarning, stacklevel=3)
     finite = flops[np.isfinite(flops)]
     warn_if_extrapolating(fit, finite, stacklevel=4)
     if scalar:
         return float(flops[0])
     table = pd.DataFrame({"target": targets, "prob": probs, "flops": flops,
-                          "params": np.nan, "tokens": np.nan, "prob_limit": limit,
+                          "params": np.nan, "tokens": np.nan, **extras, "prob_limit": limit,
                           "reachable": reachable})
     if finite.size and mode == "median" and fit.law.splits_compute:
-        plan = resolve_points(fit, flops=finite)
+        plan = resolve_points(fit, flops=finite, inputs=_rows(extras, np.isfinite(flops)))
         table.loc[np.isfinite(flops), "params"] = plan["params"].to_numpy()
         table.loc[np.isfinite(flops), "tokens"] = plan["tokens"].to_numpy()
     table.attrs.update({"mode": mode, "kind": kind, "law": fit.law.name})
@@ -533,13 +562,20 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object = 0.8, *,
 
 
 def _unreachable_message(fit: "ScalingFit", target: float, prob: float, limit: float,
-                         kind: str) -> str:
-    e = fit.paper_draws()["E"]
-    p_e = float(np.mean(e >= target))
-    beyond = "" if limit >= prob else (
-        f"even with unlimited compute P(loss ≤ {target:g}) is only {limit:.3f} because the "
-        f"irreducible loss E (posterior median {np.median(e):.4g}) is ≥ {target:g} with "
-        f"probability {p_e:.3f}")
+                         kind: str, fixed: dict[str, float] | None = None) -> str:
+    if fixed:
+        held = ", ".join(f"{name} = {value:g}" for name, value in fixed.items())
+        beyond = "" if limit >= prob else (
+            f"even at {math.exp(_SEARCH_LOG_FLOPS[1]):.0e} FLOPs P(loss ≤ {target:g}) is only "
+            f"{limit:.3f}: with {held} held fixed the law's loss levels off above the target "
+            f"(give more of it to see how much that helps)")
+    else:
+        e = fit.paper_draws()["E"]
+        p_e = float(np.mean(e >= target))
+        beyond = "" if limit >= prob else (
+            f"even with unlimited compute P(loss ≤ {target:g}) is only {limit:.3f} because the "
+            f"irreducible loss E (posterior median {np.median(e):.4g}) is ≥ {target:g} with "
+            f"probability {p_e:.3f}")
     if not beyond:
         beyond = (f"it would need more than {math.exp(_SEARCH_LOG_FLOPS[1]):.0e} FLOPs "
                   f"(P with unlimited compute: {limit:.3f})")
@@ -548,13 +584,15 @@ def _unreachable_message(fit: "ScalingFit", target: float, prob: float, limit: f
             + (" (kind='observed' also counts run-to-run noise)" if kind == "observed" else ""))
 
 
-def compute_to_target_draws(fit: "ScalingFit", target: float) -> np.ndarray:
+def compute_to_target_draws(fit: "ScalingFit", target: float,
+                            inputs: object = None) -> np.ndarray:
     """Per draw, the compute at which the law's expected loss reaches ``target``.
 
     Each draw trains at its own compute-optimal split (no noise): the root in C of
     L_s(C) = target, found by bisection in log FLOPs vectorised over draws (relative precision
     1e-10). ``inf`` where the draw's irreducible loss E ≥ target, or where the root lies beyond
-    1e300 FLOPs; 1.0 where even 1 FLOP suffices.
+    1e300 FLOPs; 1.0 where even 1 FLOP suffices. ``inputs`` holds the law's extra inputs (one
+    value each, e.g. ``{"unique_tokens": 1e11}``), fixed while the budget grows.
 
     Returns
     -------
@@ -562,21 +600,24 @@ def compute_to_target_draws(fit: "ScalingFit", target: float) -> np.ndarray:
         FLOPs, shape (n_draws,).
     """
     log_t = math.log(_target_scalar(target))
+    fixed = {name: np.full(fit.n_draws, math.log(float(values[0])))
+             for name, values in _extras(fit, inputs, 1).items()}
     theta = fit.theta()
     lo = np.full(fit.n_draws, _DRAW_LOG_FLOPS[0])
     hi = np.full(fit.n_draws, _DRAW_LOG_FLOPS[1])
-    reachable = _oracle_log_loss(fit, theta, hi) <= log_t
-    trivial = _oracle_log_loss(fit, theta, lo) <= log_t
+    reachable = _oracle_log_loss(fit, theta, hi, fixed=fixed) <= log_t
+    trivial = _oracle_log_loss(fit, theta, lo, fixed=fixed) <= log_t
     for _ in range(int(math.ceil(math.log2((hi[0] - lo[0]) / _LOG_TOL)))):
         mid = 0.5 * (lo + hi)
-        below = _oracle_log_loss(fit, theta, mid) <= log_t
+        below = _oracle_log_loss(fit, theta, mid, fixed=fixed) <= log_t
         hi = np.where(below, mid, hi)
         lo = np.where(below, lo, mid)
     log_c = np.where(trivial, _DRAW_LOG_FLOPS[0], hi)
     return np.where(reachable, np.exp(log_c), np.inf)
 
 
-def compute_distribution(fit: "ScalingFit", target: object, prob: float = 0.9) -> pd.DataFrame:
+def compute_distribution(fit: "ScalingFit", target: object, prob: float = 0.9, *,
+                         inputs: object = None) -> pd.DataFrame:
     """Posterior distribution of the compute needed to reach each target.
 
     Per draw: the budget at which the law's expected loss (with the draw's discrepancy δ),
@@ -589,23 +630,26 @@ def compute_distribution(fit: "ScalingFit", target: object, prob: float = 0.9) -
         Target loss(es).
     prob : float
         Mass of the central band (``flops_lower``, ``flops_upper``).
+    inputs : dict, optional
+        The law's extra inputs, one value each, held fixed (as in :func:`compute_to_reach`).
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``target``, ``flops_median``, ``flops_lower``, ``flops_upper`` (FLOPs, ``inf``
+        Columns ``target``, any extra inputs, ``flops_median``, ``flops_lower``, ``flops_upper`` (FLOPs, ``inf``
         when that quantile falls among unreachable draws) and ``p_unreachable`` (share of draws
         with E ≥ target, or beyond 1e300 FLOPs); ``attrs["prob"]``.
     """
     prob = probability("prob", prob)
     targets = positives("target", target)
+    extras = {name: float(values[0]) for name, values in _extras(fit, inputs, 1).items()}
     tail = (1.0 - prob) / 2.0
     rows = []
     for t in targets:
-        c = compute_to_target_draws(fit, float(t))
+        c = compute_to_target_draws(fit, float(t), extras or None)
         # inverted_cdf: no interpolation, so quantiles among infinite draws stay inf, not nan.
         lower, median, upper = np.quantile(c, [tail, 0.5, 1.0 - tail], method="inverted_cdf")
-        rows.append({"target": float(t), "flops_median": median, "flops_lower": lower,
+        rows.append({"target": float(t), **extras, "flops_median": median, "flops_lower": lower,
                      "flops_upper": upper, "p_unreachable": float(np.mean(~np.isfinite(c)))})
     table = pd.DataFrame(rows)
     table.attrs.update({"prob": prob, "law": fit.law.name})
@@ -615,7 +659,7 @@ def compute_distribution(fit: "ScalingFit", target: object, prob: float = 0.9) -
 # -- grid ----------------------------------------------------------------------------------
 
 def risk_table(fit: "ScalingFit", targets: object, budgets: object, *, mode: str = "median",
-               kind: str = "observed") -> pd.DataFrame:
+               kind: str = "observed", inputs: object = None) -> pd.DataFrame:
     """P(loss ≤ target) on a grid: one row per target, one column per budget.
 
     Parameters
@@ -626,6 +670,8 @@ def risk_table(fit: "ScalingFit", targets: object, budgets: object, *, mode: str
         Training budgets in FLOPs.
     mode, kind : str
         As in :func:`prob_below`.
+    inputs : dict, optional
+        The law's extra inputs, one value or one per budget (as in :func:`prob_below`).
 
     Returns
     -------
@@ -637,7 +683,7 @@ def risk_table(fit: "ScalingFit", targets: object, budgets: object, *, mode: str
     """
     _check_choice("kind", kind, KINDS)
     targets = positives("targets", targets)
-    points = _points(fit, budgets, None, None, mode)
+    points = _points(fit, budgets, None, None, mode, inputs)
     warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
     mu = _nan_to_inf(_mean_log_loss(fit, points, mode))
     values, mcse_max = [], 0.0
@@ -652,4 +698,6 @@ def risk_table(fit: "ScalingFit", targets: object, budgets: object, *, mode: str
     table.attrs.update({"mode": mode, "kind": kind, "law": fit.law.name, "mcse_max": mcse_max,
                         "params": points["params"].tolist() if allocated else [],
                         "tokens": points["tokens"].tolist() if allocated else []})
+    for name in fit.law.extra_inputs:
+        table.attrs[name] = points[name].tolist()
     return table

@@ -1,0 +1,37 @@
+"""The discrepancy's edge evaluation (once per distinct edge point) equals the law's own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bayescale as bs
+from bayescale.discrepancy import _edge_log_loss, clip_to_range, default_discrepancy
+from conftest import EPOCH_TRUTH, synthetic_posterior_fit
+
+
+@pytest.mark.parametrize("law", ["chinchilla", "compute"])
+def test_edge_log_loss_matches_the_law_in_every_layout(law):
+    runs = bs.load_dataset("chinchilla", drop_highest_loss=5)
+    paper = EPOCH_TRUTH if law == "chinchilla" else {"E": 1.7, "A": 30.0, "alpha": 0.05}
+    fit = synthetic_posterior_fit(runs, paper=paper, spread=0.05, draws=50, law=law)
+    fit = fit.with_discrepancy(default_discrepancy(runs))
+    theta_rows = {k: v[None, :] for k, v in fit.theta().items()}      # (1, draws)
+    theta_cols = {k: v[:, None] for k, v in fit.theta().items()}      # (draws, 1)
+    c = np.geomspace(1e18, 1e26, 40)
+    n = np.sqrt(c / 6.0) * np.linspace(0.5, 2.0, c.size)
+    def inputs(flops, params):
+        x = {"flops": np.log(flops)[:, None]}
+        if law == "chinchilla":
+            x.update(params=np.log(params)[:, None], tokens=np.log(flops / (6.0 * params))[:, None])
+        return x
+
+    many = np.full(fit.n_draws, 1e25)
+    layouts = [(theta_rows, inputs(c, n)),                      # one row of draws per point
+               (theta_rows, inputs(np.full(30, 1e26), np.full(30, 4e11))),   # repeated edges
+               (theta_cols, inputs(many, np.sqrt(many / 6.0)))]  # one row per draw
+    for theta, log_x in layouts:
+        edge_x = clip_to_range(log_x, fit.discrepancy.log_max)
+        expected = fit.law.log_loss(theta, edge_x, fit.reference, np)
+        got = _edge_log_loss(fit, theta, edge_x)
+        np.testing.assert_allclose(got, np.broadcast_to(expected, got.shape), rtol=1e-12, atol=1e-12)
