@@ -514,7 +514,9 @@ class ScalingFit:
     def prob_below(self, target: float, flops: object = None, *, params: object = None,
                    tokens: object = None, mode: str = "median", kind: str = "observed",
                    mcse: str = "ess", **inputs: object) -> float | pd.DataFrame:
-        """P(loss ≤ target) for a run at each budget (or explicit N, D), noise included.
+        """P(loss ≤ target) for a run at each budget (or explicit N, D), noise included
+        (``kind="mean"``: the law's expected loss, with parameter uncertainty and the law's
+        own error past the fitted range, δ, but no run-to-run noise).
 
         The run trains at the posterior-median compute-optimal split (``mode="median"``, the
         allocation one would pick now) or, with ``mode="oracle"``, each draw at its own
