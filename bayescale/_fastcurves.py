@@ -18,7 +18,6 @@ kappa (when the schedule term is on), then one standardised offset z per run.
 
 from __future__ import annotations
 
-import math
 import threading
 from types import ModuleType
 from typing import Any

@@ -923,6 +923,70 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_compare_groups_parser(sub) -> None:
+    compare = sub.add_parser("compare-groups", help="which group of runs (data mix, family, "
+                             "setting) has the lower loss at a budget, and how sure")
+    _add_run_arguments(compare)
+    _add_fit_arguments(compare)
+    compare.add_argument("--group-col", required=True,
+                         help="column with each run's group (ignored for a saved fit)")
+    compare.add_argument("--pooling", choices=["partial", "none"], default="partial",
+                         help="partial: one hierarchical fit (default); none: each group alone")
+    compare.add_argument("--flops", type=_positive_float, default=1e22,
+                         help="the budget in FLOPs (default 1e22)")
+    compare.add_argument("--prob", type=_probability, default=0.9,
+                         help="band of the difference (default 0.9)")
+    compare.add_argument("--confident", type=_probability, default=0.9,
+                         help="probability at which a ranking counts as confident (default 0.9)")
+    compare.add_argument("--kind", choices=["mean", "observed"], default="mean")
+    compare.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    compare.set_defaults(handler=cmd_compare_groups)
+
+
+def cmd_compare_groups(args: argparse.Namespace) -> int:
+    from .data import load_runs
+    from .fit import load_fit
+    from .model import ScalingModel
+
+    if Path(args.runs).suffix.lower() in (".nc", ".netcdf"):
+        fit = load_fit(args.runs)
+    else:
+        extras = {spec.name: getattr(args, f"{spec.name}_col", None) for spec in _extra_input_specs()}
+        runs = load_runs(args.runs, params=args.params_col, tokens=args.tokens_col,
+                         flops=args.flops_col, loss=args.loss_col, group=args.group_col,
+                         **{name: column for name, column in extras.items() if column})
+        model = ScalingModel(args.law, likelihood=args.likelihood, pooling=args.pooling)
+        print(f"Fitting the {args.law} law to {len(runs)} runs in {len(runs.group_names)} "
+              f"groups ({args.pooling} pooling, {args.chains} chains x {args.draws} draws, "
+              f"seed {args.seed})...", file=sys.stderr)
+        fit = model.fit(runs, draws=args.draws, tune=args.tune, chains=args.chains,
+                        random_seed=args.seed, progressbar=not args.no_progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = fit.compare_groups(args.flops, prob=args.prob, confident=args.confident,
+                                   kind=args.kind)
+    _report_warnings(caught)
+    if args.json:
+        _print_json({"attrs": dict(table.attrs), "pooling": fit.pooling,
+                     "groups": list(fit.groups), "pairs": table})
+        return 0
+    level = f"{100 * table.attrs['prob']:.0f}%"
+    out = pd.DataFrame({
+        "A": table["group_a"].astype(str), "B": table["group_b"].astype(str),
+        "P(A<B) own split": table["p_a_better"].map(lambda v: f"{v:.3f}"),
+        "P(A<B) common split": table["p_a_better_common"].map(lambda v: f"{v:.3f}"),
+        f"loss A-B ({level} band)": [f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]" for m, lo, hi in
+                                     zip(table["diff_mean"], table["diff_lower"],
+                                         table["diff_upper"])],
+        "leader": table["leader"].astype(str),
+        f"confident (P>={table.attrs['confident']:g}) from": table["confident_flops"].map(
+            lambda v: "never (in range)" if not np.isfinite(v) else _sci(v))})
+    print(f"Which group has the lower {args.kind} loss at {_sci(args.flops)} FLOPs "
+          f"({fit.pooling} pooling)")
+    print(out.to_string(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bayescale`` command."""
     parser = argparse.ArgumentParser(
@@ -1065,6 +1129,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--force", action="store_true", help="replace an existing --plot file")
     plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
     plan.set_defaults(handler=cmd_plan)
+
+    _add_compare_groups_parser(sub)
 
     demo = sub.add_parser("demo", help="fit the bundled Chinchilla runs, print tables, save a PNG")
     _add_fit_arguments(demo)

@@ -43,7 +43,7 @@ import xarray as xr
 from ._validate import choice, integer, seed
 from .data import Runs
 from .exceptions import ArgumentError, ArgumentTypeError, RunDataError, SamplingError
-from .laws import ScalingLaw, get_law
+from .laws import ScalingLaw
 from .priors import Prior
 
 __all__ = ["CurveModel", "CurveFit", "schedule_excess", "SCHEDULES", "curve_layout"]

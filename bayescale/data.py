@@ -112,6 +112,11 @@ class Runs:
     #: Learning curves: the id of the run each row (checkpoint) belongs to, as strings, or
     #: None when every row is its own run (final points). Set by ``load_runs(run=...)``.
     run: np.ndarray | None = field(default=None, repr=False)
+    #: One label per run (object array of str or numbers) when loaded with ``group=``;
+    #: the pooling models of :class:`bayescale.ScalingModel` read it.
+    group: np.ndarray | None = field(default=None, repr=False)
+    #: Name of the column the group labels came from.
+    group_column: str | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -155,8 +160,10 @@ class Runs:
         outcomes = (None if self.outcomes is None
                     else self.outcomes.loc[mask].reset_index(drop=True))
         run = None if self.run is None else self.run[mask]
+        group = None if self.group is None else self.group[mask]
         return Runs(frame=frame, source=self.source, extra=extra, outcomes=outcomes,
-                    outcome_names=self.outcome_names, run=run)
+                    outcome_names=self.outcome_names, run=run, group=group,
+                    group_column=self.group_column)
 
     @property
     def has_metric(self) -> bool:
@@ -193,6 +200,21 @@ class Runs:
         mask = np.zeros(len(self.frame), dtype=bool)
         mask[last.to_numpy()] = True
         return self.subset(mask)
+
+    @property
+    def group_names(self) -> tuple:
+        """The distinct group labels (sorted when they can be; ``()`` without groups)."""
+        if self.group is None:
+            return ()
+        return _group_order(self.group)
+
+    def group_mask(self, name: object) -> np.ndarray:
+        """True for the runs of group ``name`` (matched by value or by its text)."""
+        if self.group is None:
+            raise KeyError("these runs have no group column; load them with "
+                           "load_runs(..., group='<column>')")
+        labels = np.array([str(g) for g in self.group], dtype=object)
+        return labels == str(name)
 
     def describe(self) -> pd.DataFrame:
         """Min, max and number of distinct values of each column, for reports."""
@@ -304,6 +326,7 @@ def load_runs(
     metric: str | None = None,
     task_loss: str | None = None,
     run: str | None = None,
+    group: str | None = None,
     **inputs: str | None,
 ) -> Runs:
     """Load and validate training runs from a DataFrame or a CSV file.
@@ -334,6 +357,10 @@ def load_runs(
         checkpoint (``tokens`` = tokens seen so far, ``loss`` = the loss there); a run's rows
         must be in training order (tokens strictly increasing) and share one ``params``. One
         row per run is fine (final points). :class:`bayescale.CurveModel` fits such data.
+    group : str, optional
+        Column of group labels (data mix, model family, setting; strings or numbers), for
+        the pooling models of :class:`~bayescale.ScalingModel` (``pooling="partial"``,
+        ``"none"``). Every run needs a label; a group may hold few runs.
 
     Returns
     -------
@@ -385,6 +412,9 @@ def load_runs(
             f"{where}: missing column {' and '.join(missing) or repr(flops)}; need either "
             f"{params!r} and {tokens!r} (N and D) or {flops!r} (C); columns are {columns}")
 
+    if group is not None and not present(group):
+        raise RunDataError(f"{where}: missing column {group!r} (the group of each run, given "
+                           f"as group={group!r}); columns are {columns}")
     extras = {}
     for name, column in inputs.items():
         if name in STANDARD_COLUMNS or name not in _INPUTS:
@@ -431,7 +461,7 @@ def load_runs(
                              "loss": loss_values})
     for name, column in extras.items():
         standard[name] = _numeric_column(frame, column, name, where)
-    used = {c for c in (params, tokens, flops, loss, *extras.values())
+    used = {c for c in (params, tokens, flops, loss, group, *extras.values())
             if c is not None and c in columns}
     outcomes, outcome_names = _load_outcomes(frame, where, columns, metric, task_loss)
     used |= set(outcome_names.values())
@@ -441,8 +471,10 @@ def load_runs(
         used.add(run)
     extra_cols = [c for c in columns if c not in used]
     extra = frame[extra_cols].reset_index(drop=True) if extra_cols else None
+    labels = _group_column(frame, group, where) if group is not None else None
     return Runs(frame=standard, source=source_name, extra=extra, outcomes=outcomes,
-                outcome_names=outcome_names or None, run=run_ids)
+                outcome_names=outcome_names or None, run=run_ids, group=labels,
+                group_column=group)
 
 
 def _load_outcomes(frame: pd.DataFrame, where: str, columns: list[str], metric: str | None,
@@ -544,6 +576,45 @@ def _run_column(frame: pd.DataFrame, run: str, standard: pd.DataFrame, where: st
                 f"{_row_label(frame, int(rows[k]))}; one run trains one model, so its rows "
                 "must share one params (are two runs under one id?)")
     return ids
+
+
+def _group_column(frame: pd.DataFrame, name: str, where: str) -> np.ndarray:
+    """Validated group labels: strings (stripped) or finite numbers, none missing."""
+    column = frame[name]
+    if isinstance(column, pd.DataFrame):
+        raise RunDataError(f"{where}: column {name!r} appears {column.shape[1]} times; keep one")
+    labels = np.empty(len(column), dtype=object)
+    for position, raw in enumerate(column.tolist()):
+        label = _row_label(frame, position)
+        if isinstance(raw, str):
+            text = raw.strip()
+            if text == "":
+                raise RunDataError(f"{where}: column {name!r}, {label}: empty group label; "
+                                   "give every run a group (a name or a number)")
+            labels[position] = text
+            continue
+        if raw is None or raw is pd.NA or raw is pd.NaT or (
+                isinstance(raw, (float, np.floating)) and math.isnan(raw)):
+            raise RunDataError(f"{where}: column {name!r}, {label}: missing group label "
+                               f"({raw}); give every run a group (a name or a number)")
+        if isinstance(raw, (bool, np.bool_)) or not isinstance(raw, (int, float, np.integer,
+                                                                     np.floating)):
+            raise RunDataError(f"{where}: column {name!r}, {label}: group label {raw!r} is a "
+                               f"{type(raw).__name__}, expected a string or a number")
+        if isinstance(raw, (float, np.floating)) and math.isinf(raw):
+            raise RunDataError(f"{where}: column {name!r}, {label}: group label {raw!r} is "
+                               "infinite")
+        labels[position] = raw.item() if isinstance(raw, np.generic) else raw
+    return labels
+
+
+def _group_order(labels: np.ndarray) -> tuple:
+    """Distinct labels, sorted when comparable, else in order of first appearance."""
+    distinct = list(dict.fromkeys(labels.tolist()))
+    try:
+        return tuple(sorted(distinct))
+    except TypeError:
+        return tuple(distinct)
 
 
 def runs_from_arrays(**columns: Any) -> Runs:

@@ -22,9 +22,10 @@ growing where the law flattens (at E); every draw's loss still falls with comput
 ``"distance"`` form, δ = z·τ·d^power (d in decades), was the other candidate.
 
 The scale τ is learned, not set: each fit learns it (:func:`learned_discrepancy`) from
-backtests inside its own runs (rolling origin: fit below an inner cutoff, forecast above)
-under a prior whose median and spread come from an empirical-Bayes fit over a corpus of
-published scaling studies (``benchmarks/bench_calibration.py``, evaluated
+backtests inside its own runs (rolling origin: fit below one of eight inner cutoffs, forecast
+above; the errors of one inner split are one shared draw of δ plus noise, the predictive's own
+model) under a prior whose median and spread come from an empirical-Bayes fit over a corpus
+of published scaling studies (``benchmarks/bench_calibration.py``, evaluated
 leave-one-study-out). The discrepancy is stored with the fit. A fit without one (saved by
 bayescale 0.1.0, or ``fit.with_discrepancy(None)``) forecasts exactly as before: law + ε.
 """
@@ -46,7 +47,8 @@ if TYPE_CHECKING:
 __all__ = ["Discrepancy", "distance_decades", "default_discrepancy", "learned_discrepancy",
            "rolling_origin_errors", "tau_log_likelihood", "learn_tau", "discrepancy_normals",
            "discrepancy_shift", "fitted_log_max", "DEFAULT_TAU", "DEFAULT_PRIOR_SD",
-           "DEFAULT_POWER", "DEFAULT_CAP_DECADES", "DISTANCE_INPUTS", "TAU_GRID"]
+           "DEFAULT_POWER", "DEFAULT_CAP_DECADES", "DISTANCE_INPUTS", "TAU_GRID", "MORE_FRACS",
+           "DEFAULT_FRACS", "DEFAULT_LIKELIHOOD", "LIKELIHOODS"]
 
 _LN10 = math.log(10.0)
 #: Inputs whose fitted range a forecast can leave.
@@ -55,7 +57,7 @@ DISTANCE_INPUTS = ("flops", "params", "tokens")
 #: fall past the data), learned by empirical Bayes over six published studies with
 #: benchmarks/bench_calibration.py (calibration_corpus.json, "prior_improvement").
 DEFAULT_TAU = 0.39
-#: sd of the prior on log τ, learned with DEFAULT_TAU (from the candidates 0.5, 1, 2).
+#: sd of the prior on log τ, learned with DEFAULT_TAU (from the candidates 0.5, 1, 2, 4).
 DEFAULT_PRIOR_SD = 0.5
 #: δ's sd grows as distance**power (1: linear trend error; 0.5: a random walk in log C).
 DEFAULT_POWER = 1.0
@@ -178,6 +180,15 @@ def default_discrepancy(runs: "Runs", tau: float | None = None,
 
 #: Inner backtests: hold out these shares of the runs with the most compute.
 ROLLING_FRACS = (0.2, 0.35, 0.5)
+#: More inner backtests, where the runs allow (identical splits are fitted once).
+MORE_FRACS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
+#: The default fit's inner backtests, likelihood and per-split weight (learned_discrepancy),
+#: chosen on benchmarks/bench_calibration.py (README "Does it forecast well?"): eight inner
+#: splits, each split's errors one shared draw of δ (the predictive's own model), so that
+#: inner forecasts as good as the noise pull τ well below the prior median.
+DEFAULT_FRACS = MORE_FRACS
+DEFAULT_LIKELIHOOD = "shared"
+DEFAULT_SPLIT_WEIGHT = 1.0
 #: The grid τ is learned on (sd of log loss per decade).
 TAU_GRID = np.concatenate([[0.0], np.geomspace(5e-4, 2.0, 72)])
 
@@ -206,15 +217,16 @@ def rolling_origin_errors(runs: "Runs", law: str, start: Mapping[str, float],
     dict
         ``errors`` (log forecast − log actual), ``distance`` (decades past the inner range),
         ``improvement`` (the inner fit's predicted fall in log loss from the inner edge),
-        ``noise`` (robust sd of the inner fit's residuals, per error) and ``origin`` (which
-        inner split), all 1-D and equally long; empty when no inner split can be fitted or
+        ``noise`` (robust sd of the inner fit's residuals, per error), ``origin`` (which
+        inner split) and ``log_flops`` (the held-out run's log compute), all 1-D and equally long; empty when no inner split can be fitted or
         the law has no point fit.
     """
     import warnings
 
     from .pointfit import POINT_LAWS, point_fit
 
-    empty = {key: np.zeros(0) for key in ("errors", "distance", "improvement", "noise", "origin")}
+    empty = {key: np.zeros(0) for key in ("errors", "distance", "improvement", "noise", "origin",
+                                          "log_flops")}
     if law not in POINT_LAWS:
         return empty
     x0 = _point_start(law, start)
@@ -257,6 +269,7 @@ def rolling_origin_errors(runs: "Runs", law: str, start: Mapping[str, float],
         mad = 1.4826 * np.median(np.abs(residuals - np.median(residuals)))
         parts["noise"].append(np.full(errors.size, mad))
         parts["origin"].append(np.full(errors.size, float(k)))
+        parts["log_flops"].append(np.log(outer.column("flops")))
     return {key: np.concatenate(values) if values else empty[key] for key, values in parts.items()}
 
 
@@ -291,16 +304,40 @@ def _point_start(law: str, paper: Mapping[str, float]) -> np.ndarray | None:
     return np.array(x, dtype=np.float64)
 
 
+#: How the rolling-origin errors enter τ's likelihood (:func:`tau_log_likelihood`).
+LIKELIHOODS = ("averaged", "shared", "mixed", "learned-rho")
+#: The shares of δ's variance shared by a split's errors that ``"learned-rho"`` averages over.
+RHO_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
 def tau_log_likelihood(inner: Mapping[str, np.ndarray], power: float = DEFAULT_POWER,
                        cap_decades: float = DEFAULT_CAP_DECADES,
-                       taus: np.ndarray = TAU_GRID, form: str = DEFAULT_FORM) -> np.ndarray:
-    """Log likelihood of each τ given rolling-origin errors: e ~ Normal(0, s0² + (τ·g)²), s0
-    the inner fit's residual sd and g the scale δ grows with (the inner fit's predicted
-    improvement, or the capped distance^power). Zeros when there are no errors.
+                       taus: np.ndarray = TAU_GRID, form: str = DEFAULT_FORM,
+                       likelihood: str = "averaged", split_weight: float = 1.0,
+                       rho: float = 0.5) -> np.ndarray:
+    """Log likelihood of each τ given rolling-origin errors. Zeros when there are no errors.
 
-    The errors of one inner split share its fit's mistake (they are off together), so each
-    inner split counts as one observation: its errors' log densities are averaged, not summed.
+    g is the scale δ grows with (the inner fit's predicted improvement, or the capped
+    distance^power) and s0 the inner fit's residual sd.
+
+    - ``"averaged"``: e ~ Normal(0, s0² + (τ·g)²) per error; the errors of one inner split
+      share its fit's mistake, so each split counts as one observation (its errors' log
+      densities are averaged, not summed).
+    - ``"shared"``: the predictive's own model, e = τ·z·g + noise with one z per inner split
+      (as one z per draw in the forecast), so each split's errors are jointly normal with
+      covariance s0²·I + τ²·g·gᵀ (exact rank-one marginal likelihood). Each split's log
+      likelihood is multiplied by ``split_weight`` (the splits are nested, not independent).
+    - ``"mixed"``: a share ``rho`` of δ's variance shared by the split's errors (one z) and
+      the rest independent per error, each still ∝ g: covariance
+      s0²·I + τ²·(rho·g·gᵀ + (1 − rho)·diag(g²)). ``rho=1`` is ``"shared"``. Errors that do
+      not move together (the law's shape wrong across N at one compute) then count as
+      evidence for τ too.
+    - ``"learned-rho"``: ``"mixed"`` with ρ unknown, uniform on RHO_GRID and marginalised
+      (Bayesian averaging over how much the errors move together), so the runs say which
+      structure their errors have.
     """
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
     e = np.asarray(inner["errors"], dtype=np.float64)
     if e.size == 0:
         return np.zeros(np.size(taus))
@@ -308,6 +345,16 @@ def tau_log_likelihood(inner: Mapping[str, np.ndarray], power: float = DEFAULT_P
         d = np.asarray(inner["improvement"], dtype=np.float64)
     else:
         d = np.minimum(np.asarray(inner["distance"], dtype=np.float64), cap_decades) ** power
+    if likelihood == "learned-rho":
+        args = (e, d, np.asarray(inner["noise"], dtype=np.float64), np.asarray(inner["origin"]),
+                np.asarray(taus))
+        per_rho = np.stack([_shared_log_likelihood(*args, r) for r in RHO_GRID])
+        top = per_rho.max(axis=0)
+        return split_weight * (top + np.log(np.mean(np.exp(per_rho - top), axis=0)))
+    if likelihood in ("shared", "mixed"):
+        return split_weight * _shared_log_likelihood(
+            e, d, np.asarray(inner["noise"], dtype=np.float64), np.asarray(inner["origin"]),
+            np.asarray(taus), 1.0 if likelihood == "shared" else rho)
     var = (np.asarray(inner["noise"], dtype=np.float64)[None, :] ** 2
            + (np.asarray(taus)[:, None] * d[None, :]) ** 2 + 1e-12)
     origin = np.asarray(inner["origin"])
@@ -316,15 +363,37 @@ def tau_log_likelihood(inner: Mapping[str, np.ndarray], power: float = DEFAULT_P
     return -0.5 * np.sum(weight[None, :] * (np.log(var) + e[None, :] ** 2 / var), axis=1)
 
 
+def _shared_log_likelihood(e: np.ndarray, g: np.ndarray, noise: np.ndarray, origin: np.ndarray,
+                           taus: np.ndarray, rho: float = 1.0) -> np.ndarray:
+    """Sum over inner splits of log Normal(e_k; 0, D + ρτ²·g_k·g_kᵀ), D = s_k² + (1−ρ)τ²g_k²
+    (diagonal), for each τ."""
+    out = np.zeros(taus.size)
+    t2 = (taus**2)[:, None]
+    for k in np.unique(origin):
+        sel = origin == k
+        ek, gk = e[sel][None, :], g[sel][None, :]
+        s2 = float(np.median(noise[sel])) ** 2 + 1e-12
+        diag = s2 + (1.0 - rho) * t2 * gk**2                       # (taus, n)
+        gg = np.sum(gk**2 / diag, axis=1)
+        ge = np.sum(gk * ek / diag, axis=1)
+        ee = np.sum(ek**2 / diag, axis=1)
+        r = rho * t2[:, 0]
+        # Matrix determinant lemma and Sherman–Morrison for the rank-one part.
+        out += -0.5 * (np.sum(np.log(diag), axis=1) + np.log1p(r * gg) + ee - r * ge**2 / (1 + r * gg))
+    return out
+
+
 def learn_tau(inner: Mapping[str, np.ndarray], prior_tau: float = DEFAULT_TAU,
               prior_sd: float = DEFAULT_PRIOR_SD, power: float = DEFAULT_POWER,
-              form: str = DEFAULT_FORM) -> float:
+              form: str = DEFAULT_FORM, likelihood: str = "averaged",
+              split_weight: float = 1.0, rho: float = 0.5) -> float:
     """Posterior median of τ: a log-normal prior (median ``prior_tau``, sd ``prior_sd`` in
     log τ) times the rolling-origin likelihood (:func:`tau_log_likelihood`), on TAU_GRID.
     With no inner errors this is the prior median."""
     grid = TAU_GRID[1:]
     log_prior = -0.5 * ((np.log(grid) - math.log(max(prior_tau, 1e-4))) / prior_sd) ** 2
-    log_post = tau_log_likelihood(inner, power, taus=grid, form=form) + log_prior
+    log_post = tau_log_likelihood(inner, power, taus=grid, form=form, likelihood=likelihood,
+                                  split_weight=split_weight, rho=rho) + log_prior
     weights = np.exp(log_post - log_post.max()) * np.gradient(np.log(grid))
     cdf = np.cumsum(weights) / weights.sum()
     return float(grid[min(np.searchsorted(cdf, 0.5), grid.size - 1)])
@@ -334,9 +403,10 @@ def learned_discrepancy(fit: "ScalingFit") -> Discrepancy:
     """The default fit's discrepancy: τ learned from the fit's own runs (rolling origin) under
     the corpus prior; the corpus τ alone for laws without a point fit."""
     medians = {name: float(np.median(values)) for name, values in fit.paper_draws().items()}
-    inner = rolling_origin_errors(fit.runs, fit.law.name, medians)
-    tau = learn_tau(inner)
-    source = (f"empirical Bayes: corpus prior (median {DEFAULT_TAU:g}) x {inner['errors'].size} "
+    inner = rolling_origin_errors(fit.runs, fit.law.name, medians, fracs=DEFAULT_FRACS)
+    tau = learn_tau(inner, likelihood=DEFAULT_LIKELIHOOD, split_weight=DEFAULT_SPLIT_WEIGHT)
+    source = (f"empirical Bayes: corpus prior (median {DEFAULT_TAU:g}, sd {DEFAULT_PRIOR_SD:g} in "
+              f"log tau) x {DEFAULT_LIKELIHOOD} likelihood of {inner['errors'].size} "
               f"rolling-origin errors in {len(np.unique(inner['origin']))} inner splits")
     return Discrepancy(tau=tau, log_max=fitted_log_max(fit.runs), source=source)
 

@@ -6,6 +6,8 @@ delegations so that a notebook user finds everything on the fit object.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -33,6 +35,28 @@ __all__ = ["ScalingFit", "Diagnostics", "load_fit", "RHAT_MAX", "ESS_MIN"]
 
 RHAT_MAX = 1.01
 ESS_MIN = 400
+
+def _groupwise(method: Any) -> Any:
+    """Give an analysis method a ``group=`` keyword: the answer for that group's view (its
+    draws as an ordinary fit, :func:`bayescale.groups.group_view`), unchanged otherwise."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self: "ScalingFit", *args: Any, group: object = None, **kwargs: Any) -> Any:
+        if group is None and not self.is_grouped:
+            return method(self, *args, **kwargs)
+        return getattr(self.group_fit(group), name)(*args, **kwargs)
+
+    signature = inspect.signature(method)
+    params = list(signature.parameters.values())
+    at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
+    params.insert(at, inspect.Parameter("group", inspect.Parameter.KEYWORD_ONLY, default=None))
+    wrapper.__signature__ = signature.replace(parameters=params)
+    wrapper.__doc__ = (method.__doc__ or "") + (
+        "\n\n        ``group=``: for a fit of runs with groups, the answer for that group (a name "
+        "not in the data: the population's new group, partial pooling only).\n")
+    return wrapper
+
 
 # Sampler statistics kept in a fit, under one name whichever sampler produced them.
 _STAT_NAMES = {"diverging": "diverging", "depth": "tree_depth", "tree_depth": "tree_depth",
@@ -216,8 +240,68 @@ class ScalingFit:
         """Total posterior draws (chains × draws)."""
         return int(self.posterior.sizes["chain"] * self.posterior.sizes["draw"])
 
+    # -- groups ------------------------------------------------------------------------
+
+    @property
+    def pooling(self) -> str:
+        """``"partial"``, ``"none"`` or ``"complete"`` (one law for all runs)."""
+        return str(self.settings.get("pooling", "complete"))
+
+    @property
+    def is_grouped(self) -> bool:
+        """True for a fit with parameters per group (``pooling`` partial or none)."""
+        return bool(self.settings.get("groups"))
+
+    @property
+    def groups(self) -> tuple:
+        """The groups of a grouped fit (``()`` otherwise)."""
+        return tuple(self.settings.get("groups", ()))
+
+    @cached_property
+    def _group_views(self) -> dict[str, "ScalingFit"]:
+        return {}
+
+    def group_fit(self, group: object) -> "ScalingFit":
+        """One group's fit as an ordinary :class:`ScalingFit` (its draws, runs and
+        discrepancy); a name not in the data: the population's new group (partial pooling).
+        For a fit with ``pooling="complete"`` every group is the whole fit."""
+        if not self.is_grouped:
+            if group is not None and self.runs.group is None and "group" not in self.settings:
+                from .exceptions import ArgumentError
+
+                raise ArgumentError(f"group={group!r} given but this fit has no groups: load "
+                                    "the runs with load_runs(..., group='<column>')")
+            return self
+        if group is None:
+            from .exceptions import ArgumentError
+
+            raise ArgumentError(f"this fit has one law per group ({self.pooling} pooling): "
+                                f"pass group= one of {list(self.groups)} (or a new name for the "
+                                "population's predictive)")
+        key = str(group)
+        view = self._group_views.get(key)
+        if view is None:
+            from .groups import group_view
+
+            view = self._group_views[key] = group_view(self, group)
+        return view
+
+    def compare_groups(self, flops: float = 1e22, **kwargs: Any) -> pd.DataFrame:
+        """Which group wins at ``flops``: P(A < B) per pair, the expected difference and its
+        band, and the budget from which the ranking is confident. See
+        :func:`bayescale.groups.compare_groups` (keywords ``groups``, ``prob``,
+        ``confident``, ``kind``, ``max_flops``, ``grid_size``)."""
+        from .groups import compare_groups
+
+        return compare_groups(self, flops, **kwargs)
+
     @cached_property
     def _flat_theta(self) -> dict[str, np.ndarray]:
+        if self.is_grouped:
+            from .exceptions import ArgumentError
+
+            raise ArgumentError(f"this fit has one law per group ({self.pooling} pooling): "
+                                "use fit.group_fit(name) or the analyses' group= keyword")
         theta = {name: self.posterior[name].to_numpy().reshape(-1) for name in self.posterior.data_vars}
         for name, prior in self.priors.items():
             if prior.dist == "Fixed":
@@ -238,10 +322,12 @@ class ScalingFit:
             return {k: v[:, None] for k, v in self._flat_theta.items()}
         return dict(self._flat_theta)
 
+    @_groupwise
     def paper_draws(self) -> dict[str, np.ndarray]:
         """Draws of the paper's parameters (E, A, B, alpha, beta for Chinchilla)."""
         return self.law.paper_values(self._flat_theta, self.reference)
 
+    @_groupwise
     def posterior_with_derived(self) -> xr.Dataset:
         """The posterior plus the paper's parameters as (chain, draw) variables."""
         shape = (self.posterior.sizes["chain"], self.posterior.sizes["draw"])
@@ -272,6 +358,9 @@ class ScalingFit:
         from ._validate import probability
 
         prob = probability("prob", prob)
+        if self.is_grouped:  # one block of rows per group
+            return pd.concat({g: self.group_fit(g).summary(prob, include_sampled)
+                              for g in self.groups}, names=["group", "parameter"])
         dataset = self.posterior_with_derived()
         names = list(self.law.paper_parameters) + [n for n in ("sigma", "nu") if n in dataset]
         if include_sampled:
@@ -308,9 +397,10 @@ class ScalingFit:
         ess_bulk = az.ess(posterior, method="bulk")
         ess_tail = az.ess(posterior, method="tail")
         table = pd.DataFrame({
-            "r_hat": {n: float(rhat[n]) for n in posterior.data_vars},
-            "ess_bulk": {n: float(ess_bulk[n]) for n in posterior.data_vars},
-            "ess_tail": {n: float(ess_tail[n]) for n in posterior.data_vars},
+            # worst over groups for a parameter per group
+            "r_hat": {n: float(rhat[n].max()) for n in posterior.data_vars},
+            "ess_bulk": {n: float(ess_bulk[n].min()) for n in posterior.data_vars},
+            "ess_tail": {n: float(ess_tail[n].min()) for n in posterior.data_vars},
         })
         table.index.name = "parameter"
         stats = self.sample_stats
@@ -343,6 +433,15 @@ class ScalingFit:
                             "runs far off the law, or try likelihood='student_t'.")
         from .design import fit_design_findings, prior_conflicts
 
+        if self.is_grouped:  # per group, on its view (an ordinary fit)
+            design = []
+            for g in self.groups:
+                view = self.group_fit(g)
+                problems += [f"group {g!r}: {p}" for p in prior_conflicts(view)]
+                design += [f"group {g!r}: {f.message}" for f in fit_design_findings(view)]
+            return Diagnostics(table=table, divergences=divergences, n_draws=self.n_draws,
+                               mean_tree_depth=depth, mean_step_size=step, problems=problems,
+                               design=design)
         problems += prior_conflicts(self)
         return Diagnostics(table=table, divergences=divergences, n_draws=self.n_draws,
                            mean_tree_depth=depth, mean_step_size=step, problems=problems,
@@ -357,6 +456,7 @@ class ScalingFit:
 
     # -- analysis (delegating) ---------------------------------------------------------
 
+    @_groupwise
     def forecast(self, flops: object = None, *, params: object = None, tokens: object = None,
                  prob: float = 0.9, kind: str = "observed",
                  random_seed: int | None = None, **inputs: object) -> pd.DataFrame:
@@ -410,10 +510,13 @@ class ScalingFit:
         return forecast_table(self, flops=flops, params=params, tokens=tokens, prob=prob,
                               kind=kind, random_seed=random_seed, inputs=inputs)
 
+    @_groupwise
     def prob_below(self, target: float, flops: object = None, *, params: object = None,
                    tokens: object = None, mode: str = "median", kind: str = "observed",
                    mcse: str = "ess", **inputs: object) -> float | pd.DataFrame:
-        """P(loss ≤ target) for a run at each budget (or explicit N, D), noise included.
+        """P(loss ≤ target) for a run at each budget (or explicit N, D), noise included
+        (``kind="mean"``: the law's expected loss, with parameter uncertainty and the law's
+        own error past the fitted range, δ, but no run-to-run noise).
 
         The run trains at the posterior-median compute-optimal split (``mode="median"``, the
         allocation one would pick now) or, with ``mode="oracle"``, each draw at its own
@@ -433,6 +536,7 @@ class ScalingFit:
         return prob_below(self, target, flops, params=params, tokens=tokens, mode=mode,
                           kind=kind, mcse=mcse, inputs=inputs)
 
+    @_groupwise
     def compute_to_reach(self, target: object, prob: object = 0.8, *, mode: str = "median",
                          kind: str = "observed", units: str | Sequence[str] = "flops",
                          hardware: Hardware | None = None,
@@ -457,6 +561,7 @@ class ScalingFit:
 
         return compute_to_reach(self, target, prob, mode=mode, kind=kind, inputs=inputs or None)
 
+    @_groupwise
     def compute_distribution(self, target: object, prob: float = 0.9, *,
                              units: str | Sequence[str] = "flops",
                              hardware: Hardware | None = None, **inputs: object) -> pd.DataFrame:
@@ -478,6 +583,7 @@ class ScalingFit:
 
         return compute_distribution(self, target, prob, inputs=inputs or None)
 
+    @_groupwise
     def risk_table(self, targets: object, budgets: object, *, mode: str = "median",
                    kind: str = "observed", **inputs: object) -> pd.DataFrame:
         """P(loss ≤ target) for every target (rows) and budget in FLOPs (columns).
@@ -495,6 +601,7 @@ class ScalingFit:
 
         return risk_table(self, targets, budgets, mode=mode, kind=kind, inputs=inputs or None)
 
+    @_groupwise
     def optimal_allocation(self, flops: object, prob: float = 0.9,
                            **inputs: object) -> pd.DataFrame:
         """Compute-optimal N, D, tokens per parameter and loss at each budget, with bands.
@@ -512,6 +619,7 @@ class ScalingFit:
 
         return optimal_allocation(self, flops, prob, inputs=inputs or None)
 
+    @_groupwise
     def inference_optimal_allocation(self, target: object, inference_tokens: object,
                                      prob: float = 0.9, *, units: str | Sequence[str] = "flops",
                                      hardware: Hardware | None = None) -> pd.DataFrame:
@@ -534,6 +642,7 @@ class ScalingFit:
 
     # -- interoperability --------------------------------------------------------------
 
+    @_groupwise
     def to_datatree(self, random_seed: int | None = None) -> xr.DataTree:
         """The fit as an ArviZ DataTree, for ArviZ's own diagnostics and plots.
 
@@ -590,6 +699,7 @@ class ScalingFit:
                            "inference_library": "bayescale"})
         return tree
 
+    @_groupwise
     def plan_runs(self, target_flops: float, candidates: pd.DataFrame | None = None,
                   budget: float | None = None, objective: str = "band", k: int = 1, *,
                   target: float | None = None, prob: float = 0.9, kind: str = "observed",
@@ -686,6 +796,7 @@ class ScalingFit:
 
     # -- presentation (delegating) -----------------------------------------------------
 
+    @_groupwise
     def plot_forecast(self, flops: object = None, *, kind: str = "observed", ax: Any = None) -> Any:
         """Runs, the law's median with 50%/90% bands, and forecasts at ``flops`` (FLOPs).
 
@@ -696,14 +807,16 @@ class ScalingFit:
         return plot_fit(self, flops=flops, kind=kind, ax=ax)
 
     def report(self, path: str | PathLike[str], *, target: float | None = None,
-               budget: float | None = None, overwrite: bool = False, **kwargs: Any) -> Any:
+               budget: float | None = None, overwrite: bool = False, group: object = None,
+               **kwargs: Any) -> Any:
         """Write a report for people who will not open a notebook.
 
         ``*.html``: one self-contained file (figures embedded, works offline); ``*.md``:
         Markdown with its figures in ``<stem>_files/``. Headline: P(loss ≤ ``target`` at
         ``budget`` FLOPs) and the compute needed at 80% confidence; a
         :class:`~bayescale.Budget` as ``budget`` puts it in dollars, GPU-hours or days.
-        Never replaces an existing report unless ``overwrite=True``. Other keywords
+        Never replaces an existing report unless ``overwrite=True``. For a grouped fit:
+        one section per group and a comparison (``group=``: that group's report alone). Other keywords
         (``budgets``, ``targets``, ``prob``, ``backtest``, ``title``, ``dpi``) as in
         :func:`bayescale.report.write_report`.
 
@@ -714,6 +827,9 @@ class ScalingFit:
         """
         from .report import write_report
 
+        if group is not None:   # one group's report; a grouped fit alone: all groups
+            return self.group_fit(group).report(path, target=target, budget=budget,
+                                                overwrite=overwrite, **kwargs)
         return write_report(self, path, target=target, budget=budget, overwrite=overwrite,
                             **kwargs)
 

@@ -114,6 +114,10 @@ def _to_tree(fit: FitLike) -> xr.DataTree:
         # Optional: which run each row (checkpoint) belongs to; files without it load as
         # one run per row, as before.
         attrs["run_ids"] = json.dumps([str(r) for r in fit.runs.run])
+    if getattr(fit.runs, "group", None) is not None:
+        # Optional: the runs' group labels (str or numbers), absent for ungrouped runs.
+        attrs["run_groups"] = json.dumps({"column": fit.runs.group_column,
+                                          "labels": list(fit.runs.group.tolist())})
     attrs["bayescale_version"] = __version__
     groups = {"posterior": fit.posterior, "sample_stats": fit.sample_stats,
               "observed_data": observed}
@@ -144,7 +148,8 @@ def _check_contents(law, priors: dict, likelihood: str, posterior: xr.Dataset,
     expected = [*law.parameter_domains, *noise]
     sampled = [n for n in expected if n not in priors or priors[n].dist != "Fixed"]
     missing = [n for n in sampled if n not in posterior.data_vars]
-    missing += [n for n in posterior.data_vars if n not in expected]   # another law's draws
+    missing += [n for n in posterior.data_vars if n not in expected   # another law's draws
+                and not n.startswith(("pop_", "popsd_"))]  # a grouped fit's population
     if missing or any(n not in priors for n in expected):
         raise ValueError(f"it says law={law.name!r} but its posterior has "
                          f"{sorted(posterior.data_vars)} and priors {sorted(priors)} "
@@ -211,7 +216,16 @@ def read_fit(path: str | PathLike[str]) -> dict[str, Any]:
             run_ids = np.array(json.loads(attrs["run_ids"]), dtype=object)
             if run_ids.shape != (len(frame),):
                 raise ValueError(f"it has {run_ids.size} run ids for {len(frame)} runs")
-        runs = Runs(frame=frame, source=str(attrs.get("runs_source", "saved fit")), run=run_ids)
+        group_labels, group_column = None, None
+        if "run_groups" in attrs:
+            stored = json.loads(attrs["run_groups"])
+            group_labels = np.empty(len(stored["labels"]), dtype=object)
+            group_labels[:] = stored["labels"]
+            group_column = stored.get("column")
+            if group_labels.size != len(frame):
+                raise ValueError(f"it has {group_labels.size} group labels for {len(frame)} runs")
+        runs = Runs(frame=frame, source=str(attrs.get("runs_source", "saved fit")),
+                    run=run_ids, group=group_labels, group_column=group_column)
         posterior = tree["posterior"].to_dataset()
         sample_stats = tree["sample_stats"].to_dataset()
         likelihood = str(attrs["likelihood"])

@@ -27,14 +27,15 @@ import numpy as np
 from .data import Runs
 from .design import check_design, warn_outliers
 from ._validate import choice, integer, mapping, seed
-from .exceptions import ArgumentTypeError, PriorError, RunDataError, SamplingError
+from .exceptions import ArgumentError, ArgumentTypeError, PriorError, RunDataError, SamplingError
 from .laws import ScalingLaw, get_law
 from .priors import Prior, default_noise_priors, priors_to_json
 
 if TYPE_CHECKING:
     from .fit import ScalingFit
 
-__all__ = ["ScalingModel", "LIKELIHOODS", "SAMPLERS", "default_noise_priors", "FastPathWarning"]
+__all__ = ["ScalingModel", "LIKELIHOODS", "SAMPLERS", "POOLINGS", "DEFAULT_GROUP_SD",
+           "default_noise_priors", "FastPathWarning"]
 
 
 class FastPathWarning(UserWarning):
@@ -87,8 +88,12 @@ class ScalingModel:
 
     def __init__(self, law: str | ScalingLaw = "chinchilla", priors: Mapping[str, Prior] | None = None,
                  likelihood: str = "student_t", *, link: str | None = None,
-                 chance: float | None = None, link_method: str | None = None) -> None:
+                 chance: float | None = None, link_method: str | None = None,
+                 pooling: str | None = None,
+                 group_sd: Mapping[str, float] | None = None) -> None:
         self.law = get_law(law)
+        # Groups (runs loaded with group=): see _group_settings and fit_grouped below.
+        self.pooling, self.group_sd = _group_settings(self.law, pooling, group_sd)
         choice("likelihood", likelihood, LIKELIHOODS)
         self.likelihood = likelihood
         priors = mapping("priors", priors, "a dict {parameter name: bayescale.Prior}")
@@ -171,6 +176,17 @@ class ScalingModel:
         if prior.dist == "Fixed":
             return pt.constant(prior.params["value"], dtype="float64")
         return getattr(pm, prior.dist)(name, **prior.params)
+
+    def resolved_pooling(self, runs: Runs) -> str:
+        """The pooling a fit of these runs uses: the one given, else ``"partial"`` for runs
+        with two or more groups and ``"complete"`` (one law for all runs) otherwise."""
+        groups = getattr(runs, "group_names", ())
+        if self.pooling is None:
+            return "partial" if len(groups) >= 2 else "complete"
+        if self.pooling != "complete" and getattr(runs, "group", None) is None:
+            raise RunDataError(f"pooling={self.pooling!r} needs runs with a group column: load "
+                               "them with load_runs(..., group='<column>')")
+        return self.pooling
 
     def sampled_parameters(self) -> list[str]:
         """Names of the parameters that get posterior draws (fixed priors excluded)."""
@@ -273,6 +289,12 @@ class ScalingModel:
         from .fit import ScalingFit
 
         if self.link is not None:
+            if isinstance(runs, Runs) and self.resolved_pooling(runs) != "complete":
+                raise ArgumentError(
+                    "a metric link is fitted to one group of runs at a time: pooling across "
+                    f"groups ({len(runs.group_names)} groups in the runs) is not available with "
+                    "link=; fit each group's runs (runs.subset(runs.group_mask(name))) or give "
+                    "pooling='complete' to ignore the groups")
             return _fit_linked(self, runs, draws=draws, tune=tune, chains=chains,
                                random_seed=random_seed, progressbar=progressbar,
                                sampler=sampler, cores=cores, check=check)
@@ -284,6 +306,11 @@ class ScalingModel:
         random_seed = seed("random_seed", random_seed)
         cores = None if cores is None else integer("cores", cores, 1)
         self._check_runs(runs)
+        pooling = self.resolved_pooling(runs)
+        if pooling != "complete":
+            return fit_grouped(self, runs, pooling, draws=draws, tune=tune, chains=chains,
+                               random_seed=random_seed, progressbar=progressbar,
+                               sampler=sampler, cores=cores, check=check)
         check_design(runs, self.law, warn=check, stacklevel=2)  # RunDataError if nothing can be fitted
         self._check_start(runs)
         if random_seed is None:
@@ -599,7 +626,6 @@ def _fit_linked(model: ScalingModel, runs: Runs, *, draws: int, tune: int, chain
 
     import pymc as pm
     import pytensor.tensor as pt
-    import xarray as xr
 
     from .downstream import LINK_PARAMETERS, LinkPosterior, link_reference, warn_link_findings
     from .exceptions import ConvergenceWarning
@@ -676,3 +702,287 @@ def _fit_linked(model: ScalingModel, runs: Runs, *, draws: int, tune: int, chain
                           stacklevel=3)
         warn_link_findings(link, stacklevel=3)
     return fit
+
+
+# -- groups: one fit across data mixes, families or settings ----------------------------------
+
+#: How a fit shares the law's parameters between groups of runs.
+POOLINGS = ("partial", "none", "complete")
+#: Scale (sd of a HalfNormal prior) of each parameter's spread between groups under
+#: ``pooling="partial"``, on the scale it varies on: log E and log of the exponents (a share),
+#: the log coefficients a, b (nats, additive). Chosen on Porian et al.'s configurations
+#: (benchmarks/bench_groups.py): E and the coefficients differ between data sets and
+#: schedules by 5-40%, the exponents by a few per cent.
+DEFAULT_GROUP_SD = {"E_fraction": 0.2, "a": 0.5, "b": 0.5, "alpha": 0.1, "beta": 0.1}
+_DEFAULT_SD_BY_KIND = {"log": 0.1, "linear": 0.5}
+
+
+def group_kind(law: ScalingLaw, name: str) -> str:
+    """How a parameter varies between groups: ``"log"`` (positive: log value = population
+    log value + sd·z), ``"linear"`` (value = population value + sd·z) or ``"shared"``."""
+    if name == "E_fraction":
+        return "log"   # E_g = E_pop·exp(sd·z): log E per group
+    lower, upper = law.parameter_domains[name]
+    if lower == 0.0 and upper == math.inf:
+        return "log"
+    if lower == -math.inf and upper == math.inf:
+        return "linear"
+    return "shared"
+
+
+def _group_settings(law: ScalingLaw, pooling: str | None,
+                    group_sd: Mapping[str, float] | None) -> tuple[str | None, dict[str, float]]:
+    if pooling is not None:
+        choice("pooling", pooling, POOLINGS)
+    given = mapping("group_sd", group_sd, "a dict {parameter name: sd >= 0 (0: shared)}")
+    sds = {}
+    for name in law.parameter_domains:
+        kind = group_kind(law, name)
+        sds[name] = 0.0 if kind == "shared" else DEFAULT_GROUP_SD.get(name, _DEFAULT_SD_BY_KIND[kind])
+    for name, value in given.items():
+        if name not in sds:
+            raise PriorError(f"group_sd: no parameter {name!r} in the {law.name} law; "
+                             f"parameters are {sorted(sds)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                math.isfinite(value) and value >= 0):
+            raise PriorError(f"group_sd[{name!r}] must be a finite number >= 0 (0: the same "
+                             f"value in every group), got {value!r}")
+        if value > 0 and group_kind(law, name) == "shared":
+            raise PriorError(f"group_sd[{name!r}]: {name} is bounded on both sides and cannot "
+                             "vary between groups; give 0")
+        sds[name] = float(value)
+    return pooling, sds
+
+
+def group_index(runs: Runs) -> tuple[tuple, np.ndarray]:
+    """The runs' distinct groups and each run's position among them."""
+    names = runs.group_names
+    labels = np.array([str(g) for g in runs.group], dtype=object)
+    position = {str(name): k for k, name in enumerate(names)}
+    return names, np.array([position[label] for label in labels], dtype=np.int64)
+
+
+def build_partial(model: ScalingModel, runs: Runs):
+    """The partial-pooling PyMC model: each group's parameters drawn around a population
+    value (the law's own prior) with a learned spread, non-centred (z per group).
+
+    A parameter with ``group_sd`` 0 is one value for all groups. Noise (sigma, nu) is shared.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    names, index = group_index(runs)
+    few_runs, many_runs = _centring(model, index, len(names))
+    values = model.data_values(runs)
+    law = model.law
+    with pm.Model() as pm_model:
+        data = {name: pm.Data(name, value) for name, value in values.items()}
+        where = pm.Data("group_index", index)
+        theta = {}
+        for name in law.parameter_domains:
+            sd = model.group_sd[name]
+            prior = model.priors[name]
+            if sd == 0 or prior.dist == "Fixed":
+                theta[name] = model._random_variable(pm, pt, f"pop_{name}", prior)
+                continue
+            pop = model._random_variable(pm, pt, f"pop_{name}", prior)
+            spread = pm.HalfNormal(f"popsd_{name}", sigma=sd)
+            linear = group_kind(law, name) == "linear"
+            centre = pop if linear else pt.log(pop)
+            # Many runs pin a group's value down: centred there (the non-centred z would be
+            # tied to the population's value and spread, a ridge NUTS crawls along);
+            # non-centred for small groups, whose values the population sets (a funnel).
+            # A tight spread (the exponents) sits near zero, where centred is a funnel.
+            few, many = (few_runs, many_runs) if sd >= CENTRED_MIN_SD else (
+                np.arange(len(names)), np.arange(0))
+            per_group = pt.zeros(len(names))
+            if few.size:
+                z = pm.Normal(f"z_{name}", 0.0, 1.0, shape=few.size)
+                per_group = pt.set_subtensor(per_group[few], centre + spread * z)
+            if many.size:
+                raw = pm.Normal(f"raw_{name}", centre, spread, shape=many.size)
+                per_group = pt.set_subtensor(per_group[many], raw)
+            per_group = pm.Deterministic(f"group_{name}", per_group if linear
+                                         else pt.exp(per_group))
+            theta[name] = per_group[where]
+        ref = {name: data[name] for name in law.reference_names()}
+        log_x = {name: data[f"log_{name}"] for name in law.inputs}
+        mu = law.log_loss(theta, log_x, ref, pt)
+        sigma = model._random_variable(pm, pt, "sigma", model.priors["sigma"])
+        observed = data["log_loss_observed"]
+        if model.likelihood == "student_t":
+            nu = model._random_variable(pm, pt, "nu", model.priors["nu"])
+            pm.StudentT("log_loss", nu=nu, mu=mu, sigma=sigma, observed=observed,
+                        shape=observed.shape)
+        else:
+            pm.Normal("log_loss", mu=mu, sigma=sigma, observed=observed, shape=observed.shape)
+    return pm_model
+
+
+#: Groups with at least this many runs per law parameter are sampled centred.
+CENTRED_RUNS_PER_PARAMETER = 2
+#: ... and only for parameters whose spread prior is at least this wide.
+CENTRED_MIN_SD = 0.2
+
+
+def _centring(model: ScalingModel, index: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the groups sampled non-centred (few runs) and centred (many)."""
+    counts = np.bincount(index, minlength=n_groups)
+    many = counts >= CENTRED_RUNS_PER_PARAMETER * model.law.n_parameters
+    return np.flatnonzero(~many), np.flatnonzero(many)
+
+
+def _compiled_partial(model: ScalingModel, runs: Runs):
+    """nutpie model of :func:`build_partial`, compiled once per structure, group count and
+    number of runs; new data of the same shape is swapped in."""
+    import nutpie
+
+    names, index = group_index(runs)
+    values = {**model.data_values(runs), "group_index": index}
+    few, _ = _centring(model, index, len(names))
+    # Not keyed by the number of runs: the graph's shapes are symbolic, so any data set with
+    # the same groups layout reuses the compiled model.
+    key = ("partial", model.structure_key, tuple(sorted(model.group_sd.items())), len(names),
+           few.tobytes())
+    with _cache_lock:
+        compiled = _compiled_cache.get(key)
+        if compiled is None:
+            compiled = nutpie.compile_pymc_model(build_partial(model, runs), backend="numba")
+            _compiled_cache[key] = compiled
+            return compiled
+    return compiled.with_data(**values)
+
+
+def group_values(law: ScalingLaw, theta: Mapping[str, np.ndarray], ref_from: Mapping[str, float],
+                 ref_to: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """The same law parameters under another reference (paper values are unchanged)."""
+    return {name: np.asarray(v, dtype=np.float64)
+            for name, v in law.sampled_values(law.paper_values(theta, ref_from), ref_to).items()}
+
+
+def fit_grouped(model: ScalingModel, runs: Runs, pooling: str, *, draws: int, tune: int,
+                chains: int, random_seed: int | None, progressbar: bool, sampler: str,
+                cores: int | None, check: bool) -> "ScalingFit":
+    """Fit with ``pooling="partial"`` (one hierarchical model) or ``"none"`` (each group
+    alone, exactly :meth:`ScalingModel.fit` on its runs with the same seed).
+
+    The fit's posterior holds each law parameter per group (dim ``group``), under each
+    group's own reference scales, so a group's draws are those of an ordinary fit of that
+    group; ``pop_<name>`` and ``popsd_<name>`` are the population's value and spread.
+    """
+    import xarray as xr
+
+    from .exceptions import DesignWarning
+    from .fit import ScalingFit
+
+    names, index = group_index(runs)
+    needed = model.law.n_parameters + 1
+    counts = np.bincount(index, minlength=len(names))
+    small = [f"{name!r} ({count} runs)" for name, count in zip(names, counts) if count < needed]
+    if small and pooling == "none":
+        raise RunDataError(f"pooling='none' fits each group alone and the {model.law.name} law "
+                           f"needs at least {needed} runs per group; too few in: "
+                           f"{', '.join(small)}. Use pooling='partial' (small groups borrow "
+                           "strength from the others)")
+    if small and check:
+        warnings.warn(f"group(s) {', '.join(small)} have fewer runs than the {model.law.name} "
+                      f"law has parameters ({model.law.n_parameters}): their parameters come "
+                      "mostly from the other groups (partial pooling); their bands say so",
+                      DesignWarning, stacklevel=3)
+    if random_seed is None:
+        random_seed = int(np.random.SeedSequence().entropy % (2**31))
+    base = {"draws": int(draws), "tune": int(tune), "chains": int(chains),
+            "random_seed": int(random_seed)}
+    group_settings = {"pooling": pooling, "groups": [_json_label(n) for n in names],
+                      "group_column": runs.group_column}
+    start = time.perf_counter()
+    if pooling == "none":
+        plain = ScalingModel(model.law, model.priors, model.likelihood, pooling="complete")
+        fits = [plain.fit(runs.subset(index == k), draws=draws, tune=tune, chains=chains,
+                          random_seed=random_seed, progressbar=progressbar, sampler=sampler,
+                          cores=cores, check=check) for k in range(len(names))]
+        posterior = xr.concat([f.posterior for f in fits], dim="group")
+        stats = xr.concat([f.sample_stats for f in fits], dim="group")
+        settings = {**base, "sampler": sampler, "seconds": time.perf_counter() - start,
+                    **group_settings}
+        fit = ScalingFit(law=model.law, priors=dict(model.priors), likelihood=model.likelihood,
+                         runs=runs, reference=model.law.reference(runs), posterior=posterior,
+                         sample_stats=stats, settings=settings, discrepancy=None)
+        # The group fits are the fit's group views (a loaded fit rebuilds the same ones).
+        fit.__dict__["_group_views"] = {str(n): replace_settings(f, fit, n)
+                                        for n, f in zip(names, fits)}
+        if check:
+            fit.warn_if_unreliable(stacklevel=3)
+        return fit
+    import nutpie
+
+    cores = cores or max(1, min(chains, os.cpu_count() or 1))
+    check_design(runs, model.law, warn=False)
+    compiled = _compiled_partial(model, runs)
+    tree, failure = _sample_nutpie(nutpie, compiled, draws=draws, tune=tune, chains=chains,
+                                   cores=cores, seed=random_seed, progress_bar=progressbar,
+                                   save_warmup=False, adaptation="diag",
+                                   target_accept=NUTPIE_TARGET_ACCEPT)
+    if failure is not None:
+        raise SamplingError(model._failure_message(runs, f"nutpie failed ({failure})"))
+    seconds = time.perf_counter() - start
+    raw = tree["posterior"].to_dataset()
+    shared_ref = model.law.reference(runs)
+    law_names = list(model.law.parameter_domains)
+    shape = (raw.sizes["chain"], raw.sizes["draw"])
+    pop = {}
+    for name in law_names:
+        prior = model.priors[name]
+        pop[name] = (np.full(shape, prior.params["value"]) if prior.dist == "Fixed"
+                     else raw[f"pop_{name}"].to_numpy())
+    per_group = {name: np.empty((*shape, len(names))) for name in law_names}
+    for k in range(len(names)):
+        theta = {}
+        for name in law_names:
+            if f"group_{name}" in raw:
+                theta[name] = raw[f"group_{name}"].to_numpy()[..., k]
+            else:
+                theta[name] = pop[name]
+        own_ref = model.law.reference(runs.subset(index == k))
+        for name, value in group_values(model.law, theta, shared_ref, own_ref).items():
+            per_group[name][..., k] = value
+    variables = {name: (("chain", "draw", "group"), per_group[name]) for name in law_names}
+    for name in law_names:
+        if model.priors[name].dist != "Fixed":
+            variables[f"pop_{name}"] = (("chain", "draw"), pop[name])
+        if f"popsd_{name}" in raw:
+            variables[f"popsd_{name}"] = (("chain", "draw"), raw[f"popsd_{name}"].to_numpy())
+    for name in ("sigma", "nu"):
+        if name in raw:
+            variables[name] = (("chain", "draw"), raw[name].to_numpy())
+    posterior = xr.Dataset(variables)
+    stats_raw = tree["sample_stats"].to_dataset()
+    from .fit import _STAT_NAMES
+
+    stats = {}
+    for raw_name, name in _STAT_NAMES.items():
+        if raw_name in stats_raw and name not in stats:
+            stats[name] = (("chain", "draw"), stats_raw[raw_name].to_numpy().astype(
+                bool if name == "diverging" else np.float64))
+    settings = {**base, "sampler": "nutpie-pymc", "seconds": seconds, **group_settings,
+                "group_sd": dict(model.group_sd),
+                "group_kinds": {n: group_kind(model.law, n) for n in law_names}}
+    fit = ScalingFit(law=model.law, priors=dict(model.priors), likelihood=model.likelihood,
+                     runs=runs, reference=shared_ref, posterior=posterior,
+                     sample_stats=xr.Dataset(stats), settings=settings, discrepancy=None)
+    if check:
+        fit.warn_if_unreliable(stacklevel=3)
+    return fit
+
+
+def replace_settings(group_fit: "ScalingFit", parent: "ScalingFit", name: object) -> "ScalingFit":
+    """A group's own fit relabelled as a view of ``parent`` (as :mod:`bayescale.groups` builds)."""
+    from dataclasses import replace
+
+    from .groups import view_settings
+
+    return replace(group_fit, settings=view_settings(parent, name))
+
+
+def _json_label(label: object) -> object:
+    return label.item() if isinstance(label, np.generic) else label

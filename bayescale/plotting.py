@@ -233,7 +233,8 @@ def plot_isoflop(fit: "ScalingFit", flops: Any = None, *, kind: str = "mean",
     flops : sequence of float, optional
         Compute levels in FLOPs; by default whole decades inside the runs' range.
     kind : {"mean", "observed"}
-        Band kind, as in :meth:`ScalingFit.forecast`; ``"mean"`` shows the law's uncertainty.
+        Band kind, as in :meth:`ScalingFit.forecast`; ``"mean"`` shows the law's expected
+        loss (parameter uncertainty and, past the fitted range, the discrepancy δ; no noise).
     prob : float
         Band mass.
     span : float

@@ -1018,8 +1018,9 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
     assets = assets_dir(target_path)
     if kind == "markdown":
         output_path(assets, overwrite=overwrite, name="figure folder", directory=True)
-    report = build_report(fit, target=target, budget=budget, budgets=budgets, targets=targets,
-                          prob=prob, backtest=backtest, title=title, dpi=dpi, plan=plan)
+    build = build_group_report if getattr(fit, "is_grouped", False) else build_report
+    report = build(fit, target=target, budget=budget, budgets=budgets, targets=targets,
+                   prob=prob, backtest=backtest, title=title, dpi=dpi, plan=plan)
     from ._version import __version__
     from .io import atomic_write
 
@@ -1042,3 +1043,51 @@ def write_report(fit: "ScalingFit", path: str | PathLike[str], *, target: float 
         tmp.write_text(text, encoding="utf-8")
     return target_path
 
+
+
+def build_group_report(fit: "ScalingFit", *, title: str | None = None, **kwargs: Any) -> Report:
+    """The report of a grouped fit: one section per group (each group's own report, one
+    heading level down) and a comparison of the groups at the largest budget shown."""
+    blocks: list[Block] = []
+    caveats: list[str] = []
+    headlines = []
+    budgets = []
+    for group in fit.groups:
+        part = build_report(fit.group_fit(group), **kwargs)
+        blocks.append(Block("heading", text=f"Group {group}", level=2))
+        blocks.append(Block("paragraph", text=part.headline))
+        for block in part.blocks:
+            if block.kind == "heading":
+                block = dataclasses.replace(block, level=block.level + 1)
+            elif block.kind == "figure":
+                block = dataclasses.replace(block, name=f"{_slug(group)}_{block.name}")
+            blocks.append(block)
+        caveats += [f"{group}: {c}" for c in part.caveats]
+        headlines.append(f"{group}: {part.headline}")
+        budgets += [float(v) for v in kwargs.get("budgets") or []]
+    at = max(budgets) if budgets else 10.0 ** math.ceil(
+        math.log10(float(fit.runs.column("flops").max())) + 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = fit.compare_groups(at)
+    shown = pd.DataFrame({
+        "A": table["group_a"].astype(str), "B": table["group_b"].astype(str),
+        "P(A < B)": table["p_a_better"].map(_fmt_prob),
+        "loss A − B (90% band)": [f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]" for m, lo, hi in
+                                  zip(table["diff_mean"], table["diff_lower"], table["diff_upper"])],
+        "leader": table["leader"].astype(str),
+        "confident (P ≥ 0.9) from": table["confident_flops"].map(
+            lambda v: "never in range" if not math.isfinite(v) else fmt_flops(v))})
+    blocks.append(Block("heading", text="Comparison of the groups", level=2))
+    blocks.append(Block("paragraph", text=(
+        f"Expected loss of each pair at {fmt_flops(at)} FLOPs ({fit.pooling} pooling), each "
+        "group at its own compute-optimal split; draws paired, each group with its own "
+        "discrepancy.")))
+    blocks.append(Block("table", text="Which group wins", table=shown.astype(str)))
+    title = title or (f"Scaling-law report: {fit.law.name} law on {len(fit.runs)} runs in "
+                      f"{len(fit.groups)} groups")
+    return Report(title=title, headline=" ".join(headlines), blocks=blocks, caveats=caveats)
+
+
+def _slug(value: object) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in str(value))

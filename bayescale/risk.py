@@ -369,7 +369,8 @@ def prob_below(fit: "ScalingFit", target: float, flops: object = None, *, params
         one would pick now). ``"oracle"``: each posterior draw at its own optimum.
     kind : {"observed", "mean"}
         ``"observed"`` includes run-to-run noise (the loss one run would measure, exact given
-        the draws); ``"mean"`` asks about the law's expected loss only.
+        the draws); ``"mean"`` asks about the law's expected loss only: parameter uncertainty
+        and, past the fitted range, the law's own error (the discrepancy δ), no noise.
     mcse : {"ess", "iid", "none"}
         Monte-Carlo standard error of the probability: sd of the per-draw probabilities over
         sqrt(ESS), with ArviZ's ESS of the mean over (chain, draw) (``"ess"``, about 1 ms per

@@ -55,7 +55,8 @@ import pandas as pd
 
 import bayescale as bs
 from bayescale.backtest import DEFAULT_LEVELS, level_label, score_draws
-from bayescale.discrepancy import TAU_GRID, distance_decades, learn_tau, tau_log_likelihood
+from bayescale.discrepancy import (DEFAULT_FRACS, DEFAULT_LIKELIHOOD, MORE_FRACS, ROLLING_FRACS,
+                                   TAU_GRID, distance_decades, learn_tau, tau_log_likelihood)
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -63,10 +64,14 @@ DATA = ROOT.parent.parent / "shared" / "data"
 CACHE_NAME = "calibration_cache.pkl"
 #: Point fits of an earlier run by split name (``--reuse-point-fits``): they do not change.
 PREVIOUS: dict[str, dict] = {}
+#: Inner splits of the "more inner backtests" candidates (shares of the top compute held out).
+INNER_MORE = MORE_FRACS
 N_RESAMPLES = 50   # bootstrap resamples of the point fit (each an L-BFGS refit)
 PIT_BINS = 10
 #: The candidate the package ships as its default predictive.
-DEFAULT_METHOD = "improvement: in-data + EB prior [default]"
+DEFAULT_METHOD = "improvement: shared-z lik, 8 inner splits + EB prior [default]"
+#: The default of the first round (bayescale's predictive before this benchmark's round 2).
+ROUND1_METHOD = "improvement: averaged lik, 3 inner splits + EB prior [round-1 default]"
 
 
 @dataclass
@@ -219,7 +224,13 @@ def fit_split(split: Split, settings: dict, seed: int, grid: str,
     # The law at the edge of the fitted range (the "improvement" discrepancy's reference).
     mu_edge = _log_loss_rows(fit, draw_rows(fit), clip_to_range(log_x, fitted_log_max(train))).T.copy()
     medians = {name: float(np.median(v)) for name, v in fit.paper_draws().items()}
-    inner = rolling_origin_errors(train, split.law, medians)
+    inner = rolling_origin_errors(train, split.law, medians, fracs=ROLLING_FRACS)
+    # More inner splits, for candidates that let the runs' own evidence weigh more.
+    inner_more = rolling_origin_errors(train, split.law, medians, fracs=INNER_MORE)
+    log_x_train = {name: np.log(train.frame[name].to_numpy(dtype=float))[:, None]
+                   for name in ("flops", *names) if name in ("flops", "params", "tokens")}
+    train_resid = (np.log(train.column("loss"))
+                   - np.median(_log_loss_rows(fit, draw_rows(fit), log_x_train), axis=1))
     theta = fit.theta()
     train_frame = train.frame
     distance = distance_decades({k: v[:, 0] for k, v in log_x.items()},
@@ -252,7 +263,9 @@ def fit_split(split: Split, settings: dict, seed: int, grid: str,
                  "probe_distance": float(distance_decades(
                      {k: v[:, 0] for k, v in log_p.items()},
                      {k: float(np.log(train_frame[k]).max()) for k in log_p})[0])}
-    return {"inner": inner, "mu_edge": mu_edge, **probe, "name": split.name, "study": split.study, "group": split.group, "law": split.law,
+    return {"inner": inner, "inner_more": inner_more, "train_resid": train_resid,
+            "train_flops": train.column("flops"), "test_flops": test.column("flops"),
+            "mu_edge": mu_edge, **probe, "name": split.name, "study": split.study, "group": split.group, "law": split.law,
             "n_train": len(train), "actual": test.column("loss"), "mu": mu,
             "sigma": theta["sigma"].copy(), "nu": theta["nu"].copy(),
             "distance": distance, "seconds": seconds, "point_log_draws": point_draws,
@@ -301,17 +314,36 @@ def growth(record: dict, form: str, power: float = 1.0, probe: bool = False) -> 
     return (np.minimum(d, 3.0) ** power)[None, :]
 
 
-def predictive_log_draws(record: dict, tau: float, form: str, power: float, seed: int,
-                         probe: bool = False) -> np.ndarray:
-    """log L_obs draws (draws, points): law + δ (one z per draw) + ε, as the package draws."""
+def predictive_log_draws(record: dict, tau: float | np.ndarray, form: str, power: float, seed: int,
+                         probe: bool = False, offset_sd: float = 0.0) -> np.ndarray:
+    """log L_obs draws (draws, points): law + δ (one z per draw) + ε, as the package draws.
+    ``tau`` is one number or one per draw (a mixture over τ's posterior); ``offset_sd`` adds
+    a per-budget offset (one normal per draw) to the points past the fitted range."""
     rng = np.random.default_rng(seed)
     eps = _noise(record, rng)
     z = rng.standard_normal(record["mu"].shape[0])
-    factor = tau * z
+    factor = np.asarray(tau) * z
     if form == "improvement":
         factor = np.minimum(factor, 1.0)
     mu = record["probe_mu"][:, None] if probe else record["mu"]
-    return mu + factor[:, None] * growth(record, form, power, probe) + eps[:, None]
+    out = mu + factor[:, None] * growth(record, form, power, probe) + eps[:, None]
+    if offset_sd > 0:
+        past = (np.array([record["probe_distance"]]) if probe else record["distance"]) > 0
+        out = out + offset_sd * rng.standard_normal(out.shape[0])[:, None] * past[None, :]
+    return out
+
+
+def budget_offset_sd(record: dict) -> float:
+    """sd of a per-budget offset of the training residuals (posterior-median law), by one-way
+    random-effects moments, when the training runs form an isoFLOP grid (at most one distinct
+    compute per 3 runs); 0 otherwise."""
+    flops, resid = record["train_flops"], record["train_resid"]
+    budgets, index, counts = np.unique(flops, return_inverse=True, return_counts=True)
+    if budgets.size < 3 or budgets.size > flops.size / 3:
+        return 0.0
+    means = np.array([resid[index == k].mean() for k in range(budgets.size)])
+    within = np.mean([resid[index == k].var(ddof=1) for k in range(budgets.size) if counts[k] > 1])
+    return float(np.sqrt(max(means.var(ddof=1) - within * np.mean(1.0 / counts), 0.0)))
 
 
 def point_log_draws(record: dict, seed: int) -> np.ndarray:
@@ -415,23 +447,63 @@ def in_data_tau(record: dict, form: str, power: float = 1.0) -> float:
     return float(TAU_GRID[np.argmax(loglik)])
 
 
-def eb_tau(record: dict, prior_tau: float, form: str, prior_sd: float = 1.0,
-           power: float = 1.0) -> float:
-    """The package's default: posterior median of τ under the corpus prior
-    (bayescale.discrepancy.learn_tau) given the split's own rolling-origin errors."""
-    return learn_tau(record["inner"], prior_tau, prior_sd, power, form=form)
+#: How each "in-data + EB prior" candidate learns τ from a split's inner backtests:
+#: (inner backtests key, likelihood of bayescale.discrepancy.tau_log_likelihood, split weight).
+LEARNERS = {
+    ROUND1_METHOD: ("inner", "averaged", 1.0),
+    "improvement: shared-z lik, 3 inner splits + EB prior": ("inner", "shared", 1.0),
+    DEFAULT_METHOD: ("inner_more", "shared", 1.0),
+    "improvement: shared-z lik, 8 splits x 3/8 + EB prior": ("inner_more", "shared", 3 / 8),
+    "improvement: averaged lik, 8 inner splits + EB prior": ("inner_more", "averaged", 1.0),
+    "improvement: mixed lik (rho 0.5), 3 inner splits + EB prior": ("inner", "mixed", 1.0),
+    "improvement: mixed lik (rho 0.5), 8 inner splits + EB prior": ("inner_more", "mixed", 1.0),
+    "improvement: mixed lik (rho 0.5), 8 splits x 3/8 + EB prior": ("inner_more", "mixed", 3 / 8),
+    "improvement: learned-rho lik, 3 inner splits + EB prior": ("inner", "learned-rho", 1.0),
+    "improvement: learned-rho lik, 8 inner splits + EB prior": ("inner_more", "learned-rho", 1.0),
+    "improvement: learned-rho lik, 8 splits x 3/8 + EB prior": ("inner_more", "learned-rho", 3 / 8),
+}
+# The package's default must be the benchmark's default.
+assert (DEFAULT_FRACS, DEFAULT_LIKELIHOOD) == (MORE_FRACS, LEARNERS[DEFAULT_METHOD][1])
+#: Candidate sds of the prior on log τ (the empirical Bayes picks one with the median).
+PRIOR_SDS = (0.5, 1.0, 2.0, 4.0)
+_LIK_CACHE: dict = {}
 
 
-def eb_prior(records: list[dict], crps: np.ndarray, exclude: str | None, form: str,
-             prior_sds: tuple[float, ...] = (0.5, 1.0, 2.0)) -> tuple[float, float]:
+def split_log_lik(record: dict, learner: str) -> np.ndarray:
+    """τ's log likelihood on TAU_GRID[1:] from the split's inner backtests (cached: it does
+    not depend on the prior)."""
+    key = (record["name"], learner)
+    if key not in _LIK_CACHE:
+        source, likelihood, weight = LEARNERS[learner]
+        _LIK_CACHE[key] = tau_log_likelihood(record[source], taus=TAU_GRID[1:], form="improvement",
+                                             likelihood=likelihood, split_weight=weight)
+    return _LIK_CACHE[key]
+
+
+def eb_tau(record: dict, prior_tau: float, prior_sd: float,
+           learner: str = DEFAULT_METHOD) -> float:
+    """Posterior median of τ under the prior given the split's inner backtests, exactly as
+    bayescale.discrepancy.learn_tau computes it (checked in :func:`candidates`)."""
+    grid = TAU_GRID[1:]
+    log_prior = -0.5 * ((np.log(grid) - np.log(max(prior_tau, 1e-4))) / prior_sd) ** 2
+    log_post = split_log_lik(record, learner) + log_prior
+    weights = np.exp(log_post - log_post.max()) * np.gradient(np.log(grid))
+    cdf = np.cumsum(weights) / weights.sum()
+    return float(grid[min(np.searchsorted(cdf, 0.5), grid.size - 1)])
+
+
+def eb_prior(records: list[dict], crps: np.ndarray, exclude: str | None,
+             learner: str = DEFAULT_METHOD,
+             prior_sds: tuple[float, ...] = PRIOR_SDS) -> tuple[float, float]:
     """Empirical Bayes for the prior of τ: the (median, sd in log τ) whose learned τ per split
     gives the lowest mean CRPS over the studies other than ``exclude`` (each study once)."""
     weights = _study_weights([r for r in records if r["study"] != exclude])
     w = np.array([weights.get(r["name"], 0.0) for r in records])
     best, arg = np.inf, (TAU_GRID[1], 1.0)
+    log_search = np.log(SEARCH[1:])
     for sd in prior_sds:
         for centre in SEARCH[1::2]:
-            idx = [int(np.argmin(np.abs(np.log(SEARCH[1:]) - np.log(eb_tau(r, centre, form, sd)))) + 1)
+            idx = [int(np.argmin(np.abs(log_search - np.log(eb_tau(r, centre, sd, learner))))) + 1
                    if wi else 0 for r, wi in zip(records, w)]
             score = float(np.sum(w * crps[np.arange(len(records)), idx]))
             if score < best:
@@ -439,19 +511,86 @@ def eb_prior(records: list[dict], crps: np.ndarray, exclude: str | None, form: s
     return arg
 
 
+#: Candidates that draw τ per posterior draw from its posterior on the grid (the Bayesian
+#: predictive: a scale mixture) instead of plugging in the posterior median; value: learner.
+MIXTURES = {
+    "improvement: tau mixture, averaged lik, 3 splits + EB prior": ROUND1_METHOD,
+    "improvement: tau mixture, shared-z lik, 8 splits + EB prior": DEFAULT_METHOD,
+    "improvement: tau mixture, mixed lik (rho 0.5), 8 splits + EB prior":
+        "improvement: mixed lik (rho 0.5), 8 inner splits + EB prior",
+}
+#: The τ-mixture candidates cost a CRPS per prior and split; scored in round 2 only
+#: (``--mixtures``; calibration_*_round2.csv), dropped from the default run.
+RUN_MIXTURES = False
+OFFSET_METHOD = "improvement: default + per-budget offset (isoFLOP grids)"
+
+
+def tau_posterior_draws(record: dict, prior_tau: float, prior_sd: float, learner: str,
+                        n: int, seed: int) -> np.ndarray:
+    """n draws of τ from its grid posterior (prior x inner-backtest likelihood), log-uniform
+    within a grid cell."""
+    grid = TAU_GRID[1:]
+    log_prior = -0.5 * ((np.log(grid) - np.log(max(prior_tau, 1e-4))) / prior_sd) ** 2
+    log_post = split_log_lik(record, learner) + log_prior
+    p = np.exp(log_post - log_post.max()) * np.gradient(np.log(grid))
+    rng = np.random.default_rng([seed, 77])
+    idx = rng.choice(grid.size, size=n, p=p / p.sum())
+    step = np.log(grid[1] / grid[0])
+    return grid[idx] * np.exp(step * (rng.random(n) - 0.5))
+
+
+_MIX_CACHE: dict = {}
+
+
+def crps_by_prior(records: list[dict], learner: str, seed: int) -> tuple[np.ndarray, list]:
+    """Mean CRPS of each split under the τ mixture of each prior (centre, sd): (splits, priors)."""
+    from bayescale.backtest import crps_draws
+
+    # A coarser search than the plug-in candidates' (every 4th grid τ): each prior costs a CRPS.
+    priors = [(float(c), float(sd)) for sd in PRIOR_SDS for c in SEARCH[1::4]]
+    key = (tuple(r["name"] for r in records), learner, seed)
+    if key not in _MIX_CACHE:
+        out = np.empty((len(records), len(priors)))
+        for i, r in enumerate(records):
+            y = np.log(r["actual"])
+            thin = {**r, "mu": r["mu"][::8], "mu_edge": r["mu_edge"][::8], "sigma": r["sigma"][::8],
+                    "nu": r["nu"][::8]}
+            for j, (c, sd) in enumerate(priors):
+                taus = tau_posterior_draws(r, c, sd, learner, thin["mu"].shape[0], seed + i)
+                out[i, j] = crps_draws(predictive_log_draws(thin, taus, "improvement", 1.0, seed + i),
+                                       y).mean()
+        _MIX_CACHE[key] = out
+    return _MIX_CACHE[key], priors
+
+
+def eb_prior_mixture(records: list[dict], learner: str, seed: int,
+                     exclude: str | None) -> tuple[float, float]:
+    """Empirical Bayes for the τ mixture's prior: lowest mean CRPS over the other studies."""
+    crps, priors = crps_by_prior(records, learner, seed)
+    weights = _study_weights([r for r in records if r["study"] != exclude])
+    w = np.array([weights.get(r["name"], 0.0) for r in records])
+    return priors[int(np.argmin(w @ crps))]
+
+
 def chosen_taus(records: list[dict], r: dict, fits: dict) -> dict[str, tuple[float, str, float]]:
     """Candidate name -> (τ, form, power) for split ``r``; ``fits`` holds the corpus values
     learned without r's study (LOSO) or, for the simulation, with every real study."""
-    return {
+    out = {
         "today": (0.0, "distance", 1.0),
         "distance: corpus tau": (fits["corpus_distance"], "distance", 1.0),
         "distance: in-data tau": (in_data_tau(r, "distance"), "distance", 1.0),
         "improvement: corpus tau": (fits["corpus_improvement"], "improvement", 1.0),
         "improvement: in-data tau": (in_data_tau(r, "improvement"), "improvement", 1.0),
-        "improvement: in-data + EB prior [default]": (
-            eb_tau(r, fits["prior_improvement"][0], "improvement", fits["prior_improvement"][1]),
-            "improvement", 1.0),
     }
+    for learner in LEARNERS:
+        centre, sd = fits["prior"][learner]
+        out[learner] = (eb_tau(r, centre, sd, learner), "improvement", 1.0)
+    for name, learner in MIXTURES.items() if RUN_MIXTURES else ():
+        centre, sd = fits["mixture_prior"][name]
+        out[name] = (tau_posterior_draws(r, centre, sd, learner, r["mu"].shape[0], fits["seed"]),
+                     "improvement", 1.0)
+    out[OFFSET_METHOD] = out[DEFAULT_METHOD]
+    return out
 
 
 def corpus_fits(records: list[dict], seed: int, exclude: str | None) -> dict:
@@ -460,23 +599,33 @@ def corpus_fits(records: list[dict], seed: int, exclude: str | None) -> dict:
                                      ("improvement", "improvement", 1.0))}
     return {"corpus_distance": corpus_tau(records, crps["distance"], exclude),
             "corpus_improvement": corpus_tau(records, crps["improvement"], exclude),
-            "prior_improvement": eb_prior(records, crps["improvement"], exclude, "improvement")}
+            "prior": {learner: eb_prior(records, crps["improvement"], exclude, learner)
+                      for learner in LEARNERS},
+            "mixture_prior": {name: eb_prior_mixture(records, learner, seed, exclude)
+                              for name, learner in (MIXTURES.items() if RUN_MIXTURES else ())},
+            "seed": seed}
 
 
 def candidates(records: list[dict], seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Every candidate predictive on every split, its corpus values learned leave-one-study-out;
     τ per split and the per-run scores."""
     studies = sorted({r["study"] for r in records})
+    for learner, (source, likelihood, weight) in LEARNERS.items():   # the package's own code
+        expected = learn_tau(records[0][source], 0.3, 1.0, likelihood=likelihood, split_weight=weight)
+        assert eb_tau(records[0], 0.3, 1.0, learner) == expected, learner
     loso = {s: corpus_fits(records, seed, s) for s in studies}
     for s, values in loso.items():
         print(f"  LOSO without {s}: {values}", file=sys.stderr, flush=True)
     taus, scored = [], []
     for i, r in enumerate(records):
         for method, (tau, form, power) in chosen_taus(records, r, loso[r["study"]]).items():
-            points = score_points(r, predictive_log_draws(r, tau, form, power, seed + i))
+            offset = budget_offset_sd(r) if method == OFFSET_METHOD else 0.0
+            points = score_points(r, predictive_log_draws(r, tau, form, power, seed + i,
+                                                          offset_sd=offset))
             scored.append(points.assign(method=method))
-            taus.append({"split": r["name"], "study": r["study"], "method": method, "tau": tau,
-                         "form": form, "power": power})
+            taus.append({"split": r["name"], "study": r["study"], "method": method,
+                         "tau": float(np.median(tau)), "form": form, "power": power,
+                         "offset_sd": offset})
         scored.append(score_points(r, point_log_draws(r, seed + i)).assign(method="point+boot+resid"))
     return pd.DataFrame(taus), add_weights_by_method(pd.concat(scored, ignore_index=True)), loso
 
@@ -490,11 +639,14 @@ def simulation_table(sims: list[dict], records: list[dict], seed: int) -> tuple[
     for i, r in enumerate(sims):
         base = None
         for method, (tau, form, power) in chosen_taus(records, r, full).items():
-            points = score_points(r, predictive_log_draws(r, tau, form, power, seed + i))
-            at = predictive_log_draws(r, tau, form, power, seed + i, probe=True)[:, 0]
+            offset = budget_offset_sd(r) if method == OFFSET_METHOD else 0.0
+            points = score_points(r, predictive_log_draws(r, tau, form, power, seed + i,
+                                                          offset_sd=offset))
+            at = predictive_log_draws(r, tau, form, power, seed + i, probe=True,
+                                      offset_sd=offset)[:, 0]
             lo, hi = np.quantile(at, [0.05, 0.95])
             base = hi - lo if method == "today" else base
-            rows.append({"split": r["name"], "method": method, "tau": tau,
+            rows.append({"split": r["name"], "method": method, "tau": float(np.median(tau)),
                          "coverage_90": points["covered_90"].mean(),
                          "coverage_50": points["covered_50"].mean(),
                          "width_90_at_10x": hi - lo, "width_ratio_to_today": (hi - lo) / base})
@@ -596,7 +748,8 @@ def markdown(out: Path, default: str, prefix: str = "") -> str:
     and every candidate pooled."""
     per = pd.read_csv(out / f"{prefix}calibration_per_study.csv")
     pooled = pd.read_csv(out / f"{prefix}calibration_pooled.csv")
-    names = {"today": "before (0.1.0)", default: "after (default)", "point+boot+resid": "point+boot+resid"}
+    names = {"today": "0.1.0 (no δ)", ROUND1_METHOD: "before (round-1 δ)", default: "after (default)",
+             "point+boot+resid": "point+boot+resid"}
     groups = ["chinchilla", "porian (all)", "datablations", "revisiting (all)", "revisiting/IC",
               "revisiting/LM", "revisiting/NMT", "revisiting/BB", "hitchhiker (all)", "olmo"]
 
@@ -622,10 +775,21 @@ def markdown(out: Path, default: str, prefix: str = "") -> str:
     lines += ["", head.replace("| study | method |", "| pooled (studies equal) | candidate |")]
     for _, row in pooled[pooled["pooled"] == "studies equal"].iterrows():
         lines.append(line("pooled", row["method"], row))
-    configs = per[per["group"].str.startswith("porian/") & (per["method"] == default)]
-    if len(configs):
-        lines.append(f"\nPorian configs under the default: 90% coverage {configs['coverage_90'].min():.2f}"
-                     f" (lowest) to {configs['coverage_90'].max():.2f}")
+    for method, label in ((ROUND1_METHOD, "before"), (default, "after")):
+        configs = per[per["group"].str.startswith("porian/") & (per["method"] == method)]
+        if len(configs):
+            lines.append(f"\nPorian configs {label}: 90% coverage {configs['coverage_90'].min():.2f}"
+                         f" (lowest) to {configs['coverage_90'].max():.2f}, "
+                         f"{int((configs['coverage_90'] < 0.7).sum())} of {len(configs)} below 0.70")
+    sim_path = out / f"{prefix}calibration_simulation.csv"
+    if sim_path.exists():
+        sim = pd.read_csv(sim_path)
+        lines += ["", "| candidate (law exactly true) | τ | 90% coverage | 50% coverage | "
+                  "90% width at 10x | × 0.1.0's width |", "|---|---|---|---|---|---|"]
+        for _, row in sim.iterrows():
+            lines.append(f"| {names.get(row['method'], row['method'])} | {row['tau']:.3g} | "
+                         f"{row['coverage_90']:.2f} | {row['coverage_50']:.2f} | "
+                         f"{row['width_90_at_10x']:.3f} | {row['width_ratio_to_today']:.2f} |")
     return "\n".join(lines)
 
 
@@ -643,7 +807,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="a cache of an earlier run whose point fits to reuse")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--timing", action="store_true", help="only time the default fit")
+    parser.add_argument("--mixtures", action="store_true",
+                        help="also score the τ-mixture candidates (slow)")
     args = parser.parse_args(argv)
+    global RUN_MIXTURES
+    RUN_MIXTURES = args.mixtures
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.timing:

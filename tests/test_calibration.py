@@ -245,3 +245,56 @@ def test_improvement_bands_widen_with_distance(improving):
     table = improving.forecast(flops=largest * np.array([2.0, 10.0, 100.0]), kind="mean")
     width = np.log(table["loss_upper"] / table["loss_lower"]).to_numpy()
     assert np.all(np.diff(width) > 0) and width[0] > 0
+
+
+# -- learning τ from the inner backtests ------------------------------------------------------
+
+def _inner(errors, improvement, noise=0.01, origin=None):
+    errors = np.asarray(errors, dtype=float)
+    return {"errors": errors, "improvement": np.asarray(improvement, dtype=float),
+            "noise": np.full(errors.size, noise),
+            "origin": np.zeros(errors.size) if origin is None else np.asarray(origin, dtype=float)}
+
+
+@pytest.mark.parametrize("likelihood, rho", [("shared", 1.0), ("mixed", 0.5), ("mixed", 0.0)])
+def test_tau_likelihood_is_the_multivariate_normal_density(likelihood, rho):
+    """e = τ·(shared z and per-error parts)·g + noise: the closed form equals SciPy's density
+    of N(0, s²I + τ²(ρggᵀ + (1−ρ)diag(g²))) up to a constant, summed over inner splits."""
+    from bayescale.discrepancy import tau_log_likelihood
+
+    rng = np.random.default_rng(4)
+    n = 9
+    origin = np.repeat([0, 1, 2], 3)
+    inner = _inner(rng.normal(0, 0.02, n), rng.uniform(0.01, 0.1, n), origin=origin)
+    taus = np.array([0.05, 0.3, 1.5])
+    got = tau_log_likelihood(inner, taus=taus, likelihood=likelihood, rho=rho)
+    expected = []
+    for tau in taus:
+        total = 0.0
+        for k in range(3):
+            sel = origin == k
+            g = inner["improvement"][sel]
+            cov = 0.01**2 * np.eye(3) + tau**2 * (rho * np.outer(g, g) + (1 - rho) * np.diag(g**2))
+            total += stats.multivariate_normal(np.zeros(3), cov).logpdf(inner["errors"][sel])
+        expected.append(total)
+    np.testing.assert_allclose(got - got[0], np.array(expected) - expected[0], rtol=1e-6, atol=1e-6)
+
+
+def test_learned_tau_follows_the_inner_evidence():
+    """Inner forecasts as good as the noise pull τ below the prior median; forecasts off by
+    about half the law's promised improvement (in common and per run) push it above."""
+    from bayescale.discrepancy import learn_tau
+
+    rng = np.random.default_rng(5)
+    g = np.tile(np.linspace(0.02, 0.1, 12), 4)
+    origin = np.repeat(np.arange(4), 12)
+    exact = _inner(rng.normal(0, 0.01, g.size), g, origin=origin)
+    wrong = _inner(g * (0.5 + 0.5 * rng.standard_normal(g.size)) + rng.normal(0, 0.01, g.size), g,
+                   origin=origin)
+    for likelihood in ("shared", "mixed"):
+        low = learn_tau(exact, prior_tau=0.4, prior_sd=1.0, likelihood=likelihood)
+        high = learn_tau(wrong, prior_tau=0.4, prior_sd=1.0, likelihood=likelihood)
+        assert low < 0.2 < 0.4 < high, (likelihood, low, high)
+    assert learn_tau(_inner([], []), prior_tau=0.4, prior_sd=1.0) == pytest.approx(0.4, rel=0.07)
+    with pytest.raises(ValueError, match="likelihood must be one of"):
+        learn_tau(exact, likelihood="gp")

@@ -64,18 +64,17 @@ def test_default_bands_cover_held_out_larger_runs():
     print(table[["n_test", "coverage_50", "coverage_90", "today_90", "rmsle"]])
     # Every study equally: the 90% band covers most held-out runs, more than today's did.
     assert table["coverage_90"].mean() >= 0.75
-    assert table["coverage_90"].mean() >= table["today_90"].mean() + 0.1
+    assert table["coverage_90"].mean() >= table["today_90"].mean() + 0.05
     assert table["coverage_90"].min() >= 0.5
     assert 0.2 <= table["coverage_50"].mean() <= 0.8
 
 
 def test_law_exactly_true_bands_do_not_balloon():
     """Chinchilla's design, Epoch's law, 1% normal noise: held-out 90% coverage ≤ 97% (plus
-    sampling slack) and a bounded 90% width at 10x the largest fitted compute.
-
-    The issue's target is ≤ 1.5x today's width; the default measures 2.4x
-    (benchmarks/bench_calibration.py, README "Does it forecast well?"): the runs of one data
-    set barely move τ off the corpus prior. This checks that it stays there, not the target.
+    sampling slack) and a 90% width at 10x the largest fitted compute at most 2x the width
+    without δ (the benchmark's target is 1.5x; it measures 1.3x over six data sets, README
+    "Does it forecast well?"): eight inner backtests that forecast as well as the noise pull
+    τ well below the corpus prior's median.
     """
     design = bs.load_dataset("chinchilla", drop_highest_loss=5).frame
     n, d = design["params"].to_numpy(), design["tokens"].to_numpy()
@@ -96,5 +95,5 @@ def test_law_exactly_true_bands_do_not_balloon():
                             / np.log(narrow["loss_upper"] / narrow["loss_lower"]).iloc[0]))
     print(covered, ratios)
     assert np.mean(covered) <= 0.99
-    assert np.mean(ratios) <= 3.0
+    assert np.mean(ratios) <= 2.0
     assert min(ratios) >= 1.0    # δ only ever adds
