@@ -93,8 +93,9 @@ def distance_decades(log_x: Mapping[str, np.ndarray], log_max: Mapping[str, floa
     result: np.ndarray | float = 0.0
     for name in DISTANCE_INPUTS:
         if name in log_x and name in log_max and math.isfinite(log_max[name]):
-            result = np.maximum(result, (np.asarray(log_x[name], dtype=np.float64)
-                                         - log_max[name]) / _LN10)
+            # fmax: a NaN input (params of a compute-law point: not defined) is ignored.
+            result = np.fmax(result, (np.asarray(log_x[name], dtype=np.float64)
+                                      - log_max[name]) / _LN10)
     return np.maximum(np.asarray(result, dtype=np.float64), 0.0)
 
 
@@ -434,7 +435,9 @@ def clip_to_range(log_x: Mapping[str, np.ndarray], log_max: Mapping[str, float])
     too). Otherwise each input is clipped to its largest fitted value.
     """
     out = dict(log_x)
-    if all(name in log_x and name in log_max for name in DISTANCE_INPUTS):
+    # Points of a law of compute alone carry NaN (not defined) for N and D: clip C alone.
+    if all(name in log_x and name in log_max and np.isfinite(log_x[name]).all()
+           for name in DISTANCE_INPUTS):
         a = np.maximum(np.asarray(log_x["params"]) - log_max["params"], 0.0)
         b = np.maximum(np.asarray(log_x["tokens"]) - log_max["tokens"], 0.0)
         rest = np.maximum(np.asarray(log_x["flops"]) - a - b - log_max["flops"], 0.0)
@@ -449,7 +452,7 @@ def clip_to_range(log_x: Mapping[str, np.ndarray], log_max: Mapping[str, float])
 
 
 def _edge_log_loss(fit: "ScalingFit", theta: Mapping[str, np.ndarray],
-                   edge_x: Mapping[str, np.ndarray]) -> np.ndarray:
+                   edge_x: Mapping[str, np.ndarray], workspace: Any = None) -> np.ndarray:
     """The law's log loss at the edge points, evaluated once per distinct edge point.
 
     Points past the fitted range in every input move back to the same edge, so with one
@@ -472,13 +475,25 @@ def _edge_log_loss(fit: "ScalingFit", theta: Mapping[str, np.ndarray],
             distinct = {name: np.asarray(v)[first] if np.shape(v)[0] > 1 else np.asarray(v)
                         for name, v in edge_x.items()}
             return _law_log_loss(fit, theta, distinct)[inverse.reshape(-1)]
-    return _law_log_loss(fit, theta, edge_x)
+    return _law_log_loss(fit, theta, edge_x, workspace)
 
 
 def _law_log_loss(fit: "ScalingFit", theta: Mapping[str, np.ndarray],
-                  log_x: Mapping[str, np.ndarray]) -> np.ndarray:
+                  log_x: Mapping[str, np.ndarray], workspace: Any = None) -> np.ndarray:
     """log L from the law's linear form (a sum of exponentials: cheaper than log-sum-exp),
-    falling back to log-sum-exp only where L overflows."""
+    in one compiled pass where the layout allows, falling back to log-sum-exp only where L
+    overflows."""
+    from ._pointwise import fused_log_loss  # numba: on first use
+
+    rows = np.broadcast_shapes(*(np.shape(v) for v in log_x.values()))
+    if len(rows) == 2 and rows[1] == 1:
+        n_draws = max(np.size(v) for v in theta.values())
+        out = (np.empty((rows[0], n_draws)) if workspace is None
+               else workspace.array("edge", rows[0], n_draws))
+        fused = fused_log_loss(fit.law, theta, fit.reference,
+                               {k: np.broadcast_to(v, rows) for k, v in log_x.items()}, out)
+        if fused is not None:
+            return fused
     loss = fit.law.loss(theta, log_x, fit.reference)
     if loss.size and math.isinf(loss.max()):
         return fit.law.log_loss(theta, log_x, fit.reference, np)
@@ -487,7 +502,8 @@ def _law_log_loss(fit: "ScalingFit", theta: Mapping[str, np.ndarray],
 
 def discrepancy_shift(fit: "ScalingFit", log_x: Mapping[str, np.ndarray], like: np.ndarray,
                       theta: Mapping[str, np.ndarray] | None = None,
-                      log_loss: np.ndarray | None = None) -> np.ndarray | None:
+                      log_loss: np.ndarray | None = None,
+                      workspace: Any = None) -> np.ndarray | None:
     """δ per draw and point, to add to the law's log loss; None when the fit has none.
 
     Parameters
@@ -501,6 +517,8 @@ def discrepancy_shift(fit: "ScalingFit", log_x: Mapping[str, np.ndarray], like: 
     theta, log_loss : optional
         The parameter draws and the law's log loss at ``log_x`` (needed by the
         ``"improvement"`` form, which evaluates the law at the edge of the fitted range).
+    workspace : bayescale._pointwise.Workspace, optional
+        The calling thread's scratch arrays; the result may then be one of them.
     """
     discrepancy = getattr(fit, "discrepancy", None)
     if discrepancy is None or discrepancy.tau == 0:
@@ -510,7 +528,7 @@ def discrepancy_shift(fit: "ScalingFit", log_x: Mapping[str, np.ndarray], like: 
         return discrepancy.sd(log_x) * z
     if theta is None or log_loss is None:
         raise ValueError("the improvement discrepancy needs theta= and log_loss=")
-    edge = _edge_log_loss(fit, theta, clip_to_range(log_x, discrepancy.log_max))
+    edge = _edge_log_loss(fit, theta, clip_to_range(log_x, discrepancy.log_max), workspace)
     if edge.shape != np.broadcast_shapes(edge.shape, np.shape(log_loss), np.shape(z)):
         edge = np.broadcast_to(edge, np.broadcast_shapes(edge.shape, np.shape(log_loss),
                                                          np.shape(z))).copy()

@@ -35,3 +35,24 @@ def test_edge_log_loss_matches_the_law_in_every_layout(law):
         expected = fit.law.log_loss(theta, edge_x, fit.reference, np)
         got = _edge_log_loss(fit, theta, edge_x)
         np.testing.assert_allclose(got, np.broadcast_to(expected, got.shape), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("form, tau", [("improvement", 0.5), ("distance", 0.05)])
+def test_compute_law_on_runs_with_sizes_forecasts_finite_bands(form, tau):
+    # A compute-law point has no N or D (NaN in the table): the discrepancy must measure its
+    # distance by C alone. It once took NaN for the distance and every band became inf.
+    runs = bs.load_dataset("chinchilla", drop_highest_loss=5)
+    fit = synthetic_posterior_fit(runs, paper={"E": 1.7, "A": 30.0, "alpha": 0.05},
+                                  spread=0.01, draws=200, law="compute")
+    plain = fit.with_discrepancy(default_discrepancy(runs, tau=0.0, form=form))
+    fit = fit.with_discrepancy(default_discrepancy(runs, tau=tau, form=form))
+    flops = [1e20, 1e22, 1e24, 1e26]
+    bands = fit.forecast(flops=flops)[["loss_lower", "loss_median", "loss_upper"]].to_numpy()
+    assert np.isfinite(bands).all()
+    base = plain.forecast(flops=flops)[["loss_lower", "loss_upper"]].to_numpy()
+    widening = (bands[:, 2] - bands[:, 0]) / (base[:, 1] - base[:, 0])
+    # Inside the fitted range (largest run ~1.3e22 FLOPs) δ adds nothing; past it, more and more.
+    np.testing.assert_allclose(widening[0], 1.0, atol=0.02)
+    assert widening[3] > widening[2] > 1.05
+    prob = fit.prob_below(2.5, flops=[1e22, 1e26])["prob"].to_numpy()
+    assert np.isfinite(prob).all() and prob[1] > prob[0]
