@@ -26,14 +26,17 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numba
 import numpy as np
 
+from ._vecmath import vexp, vlog
+
 __all__ = ["Workspace", "map_point_chunks", "row_quantiles", "noise_cdf_rows", "t_cdf_integer",
+           "log_power_sum_rows", "fused_log_loss",
            "worker_count", "CHUNK_BYTES", "PARALLEL_MIN", "NU_INTEGER_MAX"]
 
 T = TypeVar("T")
@@ -491,3 +494,99 @@ def noise_cdf_rows(log_loss: np.ndarray, log_target: float, sigma: np.ndarray,
         _scalar_cdf_rows(log_loss, float(log_target), inverse_sigma, 0 if nu is None else int(nu), p)
     _row_mean_sd(p, mean, sd)
     return p, mean, sd
+
+
+# -- log L of a sum of power terms, fused ------------------------------------------------------
+
+@numba.njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+def _log_power_sum_rows(log_coefficient, exponent, centred, constant, out):
+    # out[i, s] = log(constant[s] + Σ_t exp(log_coefficient[t, s] − exponent[t, s]·centred[t, i]))
+    n_terms, n_draws = log_coefficient.shape
+    for i in range(out.shape[0]):
+        row = out[i]
+        for s in range(n_draws):
+            row[s] = constant[s]
+        for t in range(n_terms):
+            x = centred[t, i]
+            c = log_coefficient[t]
+            e = exponent[t]
+            for s in range(n_draws):
+                row[s] += vexp(c[s] - e[s] * x)
+        for s in range(n_draws):
+            row[s] = vlog(row[s])
+
+
+def log_power_sum_rows(terms: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                       constant: np.ndarray, out: np.ndarray) -> np.ndarray | None:
+    """log of a law written as power terms, for every point and draw, in one compiled pass.
+
+    The numpy route (``ScalingLaw.loss``, then ``np.log``) makes about nine passes over the
+    (points × draws) array and calls the C library's exp and log one value at a time; here
+    each value is computed once, with exp and log that vectorise (:mod:`bayescale._vecmath`).
+
+    Parameters
+    ----------
+    terms : sequence of (log_coefficient, exponent, centred)
+        One per varying term: its draws c and e (shape (draws,)) and the point's centred log
+        input log x − log x₀ (shape (points,)): the term is exp(c − e·(log x − log x₀)).
+    constant : numpy.ndarray
+        The sum of the constant terms per draw, shape (draws,).
+    out : numpy.ndarray
+        (points, draws) float64, C-contiguous: where log L is written.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``out``, or None when L overflows somewhere (the caller then takes log-sum-exp).
+    """
+    n_draws = out.shape[1]
+    log_coefficient = np.empty((len(terms), n_draws))
+    exponent = np.empty((len(terms), n_draws))
+    centred = np.empty((len(terms), out.shape[0]))
+    for t, (c, e, x) in enumerate(terms):
+        log_coefficient[t], exponent[t], centred[t] = c, e, x
+    _log_power_sum_rows(log_coefficient, exponent, centred,
+                        np.ascontiguousarray(constant, dtype=np.float64), out)
+    if out.size and not math.isfinite(out.max()):
+        return None
+    return out
+
+
+def fused_log_loss(law: object, theta: Mapping[str, np.ndarray], ref: Mapping[str, float],
+                   log_x: Mapping[str, np.ndarray], out: np.ndarray) -> np.ndarray | None:
+    """The law's log L in one compiled pass, for a law written as power terms.
+
+    For draws along a row (arrays of shape (1, draws)) and points down a column (inputs of
+    shape (points, 1)), the law's own :meth:`~bayescale.laws.base.ScalingLaw.power_terms`
+    are evaluated by :func:`log_power_sum_rows` into ``out`` (points, draws).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``out``; None for a law without power terms, another layout, or where L overflows
+        (the caller then takes the law's numpy route).
+    """
+    try:
+        terms = law.power_terms(theta, ref, np)
+    except NotImplementedError:
+        return None
+    n_points, n_draws = out.shape
+
+    def draws(value: object) -> np.ndarray | None:
+        value = np.asarray(value, dtype=np.float64)
+        return value.reshape(n_draws) if value.shape in ((1, n_draws), (n_draws,)) else None
+
+    varying, constant = [], np.zeros(n_draws)
+    for term in terms:
+        coefficient = draws(term.log_coefficient)
+        if coefficient is None:
+            return None
+        if term.input is None:
+            constant += np.exp(coefficient)
+            continue
+        exponent = draws(term.exponent)
+        x = np.asarray(log_x.get(term.input))
+        if exponent is None or x.shape != (n_points, 1):
+            return None
+        varying.append((coefficient, exponent, x[:, 0] - ref[f"log_ref_{term.input}"]))
+    return log_power_sum_rows(varying, constant, out)
