@@ -21,48 +21,45 @@ __all__ = ["ess_mean_rows_compiled"]
 _RESOLUTION = float(np.finfo(float).resolution)
 
 
-@numba.njit(nogil=True, cache=True, error_model="numpy")
-def _split_value(row, k, i, chains, draws, half):
-    # Split chain k: the first halves of the chains, then their last halves (ArviZ's order).
-    if k < chains:
-        return row[k * draws + i]
-    return row[(k - chains) * draws + draws - half + i]
-
-
-@numba.njit(nogil=True, cache=True, error_model="numpy")
-def _mean_acov(row, t, chains, draws, half, means):
-    m = 2 * chains
+@numba.njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _mean_acov(centred, t):
+    # Mean over split chains of the lag-t autocovariance (centred rows: contiguous, so the
+    # sum vectorises; reassociating it changes only the last bits).
+    m, n = centred.shape
     total = 0.0
     for k in range(m):
+        c = centred[k]
         acc = 0.0
-        mk = means[k]
-        for i in range(half - t):
-            acc += ((_split_value(row, k, i, chains, draws, half) - mk)
-                    * (_split_value(row, k, i + t, chains, draws, half) - mk))
-        total += acc / half
+        for i in range(n - t):
+            acc += c[i] * c[i + t]
+        total += acc / n
     return total / m
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _ess_row(row, chains, draws, means, rho):
+def _ess_row(row, chains, draws, means, rho, centred):
     half = draws // 2
     m = 2 * chains
     n = half
     low, high = math.inf, -math.inf
+    # Split chain k: the first halves of the chains, then their last halves (ArviZ's order).
     for k in range(m):
+        start = k * draws if k < chains else (k - chains) * draws + draws - half
         acc = 0.0
         for i in range(n):
-            v = _split_value(row, k, i, chains, draws, half)
+            v = row[start + i]
             if not math.isfinite(v):
                 return math.nan
             acc += v
             low = min(low, v)
             high = max(high, v)
         means[k] = acc / n
+        for i in range(n):
+            centred[k, i] = row[start + i] - means[k]
     size = m * n
     if high - low < _RESOLUTION:
         return float(size)
-    mean_var = _mean_acov(row, 0, chains, draws, half, means) * n / (n - 1.0)
+    mean_var = _mean_acov(centred, 0) * n / (n - 1.0)
     var_plus = mean_var * (n - 1.0) / n
     if m > 1:
         grand = 0.0
@@ -77,12 +74,12 @@ def _ess_row(row, chains, draws, means, rho):
         rho[t] = 0.0
     rho_even = 1.0
     rho[0] = rho_even
-    rho_odd = 1.0 - (mean_var - _mean_acov(row, 1, chains, draws, half, means)) / var_plus
+    rho_odd = 1.0 - (mean_var - _mean_acov(centred, 1)) / var_plus
     rho[1] = rho_odd
     t = 1
     while t < n - 3 and rho_even + rho_odd > 0.0:
-        rho_even = 1.0 - (mean_var - _mean_acov(row, t + 1, chains, draws, half, means)) / var_plus
-        rho_odd = 1.0 - (mean_var - _mean_acov(row, t + 2, chains, draws, half, means)) / var_plus
+        rho_even = 1.0 - (mean_var - _mean_acov(centred, t + 1)) / var_plus
+        rho_odd = 1.0 - (mean_var - _mean_acov(centred, t + 2)) / var_plus
         if rho_even + rho_odd >= 0:
             rho[t + 1] = rho_even
             rho[t + 2] = rho_odd
@@ -113,8 +110,9 @@ def _ess_rows(values, chains, draws, out):
     half = draws // 2
     means = np.empty(2 * chains)
     rho = np.empty(max(half, 2))
+    centred = np.empty((2 * chains, half))
     for r in range(values.shape[0]):
-        out[r] = _ess_row(values[r], chains, draws, means, rho)
+        out[r] = _ess_row(values[r], chains, draws, means, rho, centred)
 
 
 def ess_mean_rows_compiled(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

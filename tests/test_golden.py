@@ -49,6 +49,8 @@ def test_golden_fit_loads_and_forecasts_identically(law):
         for column in expected.columns:
             want = expected[column].to_numpy(dtype=float)
             have = got[column].to_numpy(dtype=float)
-            rtol = 0.0 if name == "summary" else 1e-12
+            # The Monte-Carlo error's ESS sums autocovariances in vectorised order: its last
+            # bits may move (3e-12 seen); every loss, probability and split must not.
+            rtol = 0.0 if name == "summary" else 1e-9 if column == "mcse" else 1e-12
             np.testing.assert_allclose(have, want, rtol=rtol, atol=0.0, equal_nan=True,
                                        err_msg=f"{law} {name} {column}")
