@@ -590,8 +590,10 @@ def _mixture_prob(fit: "ScalingFit", target: float, budget: Budget, mode: str, k
         table = fit.prob_below(target, plan["flops"].ravel(), mode=mode, kind=kind, mcse=mcse,
                                **extra)
     weights = plan["weights"]
-    prob = table["prob"].to_numpy().reshape(shape) @ weights
-    error = table["mcse"].to_numpy().reshape(shape) @ weights
+    # Row by row (not a matrix product, whose summation order depends on the number of
+    # budgets): one budget gets the same answer alone as in a table.
+    prob = (table["prob"].to_numpy().reshape(shape) * weights).sum(axis=1)
+    error = (table["mcse"].to_numpy().reshape(shape) * weights).sum(axis=1)
     return prob, error, plan["nominal"]
 
 
