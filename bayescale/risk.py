@@ -343,7 +343,9 @@ def _mcse(fit: "ScalingFit", p: np.ndarray, mean: np.ndarray, sd: np.ndarray,
         # A row with no spread (all draws 0 or 1) is known exactly: skip ArviZ there.
         varying = np.flatnonzero(sd > 0)
         ess = np.full(mean.shape, n)
-        if varying.size:
+        if varying.size == mean.size:
+            ess = _ess(p, shape)        # every row: no copy of the (points, draws) array
+        elif varying.size:
             ess[varying] = _ess(p[varying], shape)
         n = np.where(np.isfinite(ess) & (ess > 0), ess, n)
     return np.where(sd > 0, sd / np.sqrt(n), 0.0)
