@@ -23,11 +23,16 @@ growing where the law flattens (at E); every draw's loss still falls with comput
 
 The scale τ is learned, not set: each fit learns it (:func:`learned_discrepancy`) from
 backtests inside its own runs (rolling origin: fit below one of eight inner cutoffs, forecast
-above; the errors of one inner split are one shared draw of δ plus noise, the predictive's own
-model) under a prior whose median and spread come from an empirical-Bayes fit over a corpus
-of published scaling studies (``benchmarks/bench_calibration.py``, evaluated
-leave-one-study-out). The discrepancy is stored with the fit. A fit without one (saved by
-bayescale 0.1.0, or ``fit.with_discrepancy(None)``) forecasts exactly as before: law + ε.
+above) under a prior whose median and spread come from an empirical-Bayes fit over a corpus
+of published scaling studies (the prior that maximises the marginal likelihood of the
+studies' own inner backtests; ``benchmarks/bench_calibration.py``, evaluated
+leave-one-study-out). How an inner split's errors count as evidence follows the runs' design
+(:func:`evidence_model`): learning curves and scattered runs give the predictive's own model,
+one shared draw of δ per split; an isoFLOP grid (many model sizes at each of a few budgets)
+gives errors that move together only in part (the law's shape across N at one budget is
+wrong too), so half of δ's variance is shared and half is per run. The discrepancy is stored
+with the fit. A fit without one (saved by bayescale 0.1.0, or ``fit.with_discrepancy(None)``)
+forecasts exactly as before: law + ε.
 """
 
 from __future__ import annotations
@@ -48,17 +53,19 @@ __all__ = ["Discrepancy", "distance_decades", "default_discrepancy", "learned_di
            "rolling_origin_errors", "tau_log_likelihood", "learn_tau", "discrepancy_normals",
            "discrepancy_shift", "fitted_log_max", "DEFAULT_TAU", "DEFAULT_PRIOR_SD",
            "DEFAULT_POWER", "DEFAULT_CAP_DECADES", "DISTANCE_INPUTS", "TAU_GRID", "MORE_FRACS",
-           "DEFAULT_FRACS", "DEFAULT_LIKELIHOOD", "LIKELIHOODS"]
+           "DEFAULT_FRACS", "DEFAULT_LIKELIHOOD", "LIKELIHOODS", "GRID_LIKELIHOOD", "GRID_RHO",
+           "is_isoflop_grid", "evidence_model"]
 
 _LN10 = math.log(10.0)
 #: Inputs whose fitted range a forecast can leave.
 DISTANCE_INPUTS = ("flops", "params", "tokens")
 #: Median of the prior on τ (the "improvement" form: sd of δ as a share of the law's predicted
 #: fall past the data), learned by empirical Bayes over six published studies with
-#: benchmarks/bench_calibration.py (calibration_corpus.json, "prior_improvement").
+#: benchmarks/bench_calibration.py (calibration_corpus.json, "all_studies" of the default:
+#: the prior maximising the marginal likelihood of every study's inner backtests).
 DEFAULT_TAU = 0.39
 #: sd of the prior on log τ, learned with DEFAULT_TAU (from the candidates 0.5, 1, 2, 4).
-DEFAULT_PRIOR_SD = 0.5
+DEFAULT_PRIOR_SD = 1.0
 #: δ's sd grows as distance**power (1: linear trend error; 0.5: a random walk in log C).
 DEFAULT_POWER = 1.0
 #: ``"improvement"``: δ = z·τ·(the law's predicted fall in log loss from the edge of the
@@ -185,10 +192,14 @@ ROLLING_FRACS = (0.2, 0.35, 0.5)
 MORE_FRACS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 #: The default fit's inner backtests, likelihood and per-split weight (learned_discrepancy),
 #: chosen on benchmarks/bench_calibration.py (README "Does it forecast well?"): eight inner
-#: splits, each split's errors one shared draw of δ (the predictive's own model), so that
-#: inner forecasts as good as the noise pull τ well below the prior median.
+#: splits, so that inner forecasts as good as the noise pull τ well below the prior median;
+#: the likelihood follows the design (:func:`evidence_model`).
 DEFAULT_FRACS = MORE_FRACS
+#: The evidence model of runs that are not an isoFLOP grid (learning curves, scattered runs).
 DEFAULT_LIKELIHOOD = "shared"
+#: The evidence model of an isoFLOP grid (:func:`is_isoflop_grid`) and its shared share ρ.
+GRID_LIKELIHOOD = "mixed"
+GRID_RHO = 0.5
 DEFAULT_SPLIT_WEIGHT = 1.0
 #: The grid τ is learned on (sd of log loss per decade).
 TAU_GRID = np.concatenate([[0.0], np.geomspace(5e-4, 2.0, 72)])
@@ -200,6 +211,34 @@ def top_compute_mask(flops: np.ndarray, frac: float) -> np.ndarray:
     flops = np.asarray(flops, dtype=np.float64)
     n_test = max(1, round(frac * flops.size))
     return flops >= np.sort(flops)[flops.size - n_test]
+
+
+def is_isoflop_grid(flops: np.ndarray) -> bool:
+    """Whether the runs form an isoFLOP grid: at least 3 distinct compute budgets, each
+    shared by 3 runs or more on average (many model sizes per budget).
+
+    A structural property of the design, read from the data (digitised or scattered runs
+    have as many budgets as runs; learning curves one run per compute).
+    """
+    flops = np.asarray(flops, dtype=np.float64)
+    flops = flops[np.isfinite(flops)]
+    budgets = np.unique(flops).size
+    return budgets >= 3 and 3 * budgets <= flops.size
+
+
+def evidence_model(flops: np.ndarray) -> tuple[str, float]:
+    """How the rolling-origin errors of runs with compute ``flops`` count as evidence for τ:
+    ``(likelihood, rho)`` of :func:`tau_log_likelihood`, declared from the design (not tuned
+    per data set).
+
+    An isoFLOP grid gets ``GRID_LIKELIHOOD`` (``"mixed"``, ρ = ``GRID_RHO``): at one budget
+    the law misses each model size by its own amount (its shape across N is off), so only
+    part of δ moves together. Anything else gets ``DEFAULT_LIKELIHOOD`` (``"shared"``: the
+    errors of one inner split are one draw of δ, the predictive's own model).
+    """
+    if is_isoflop_grid(flops):
+        return GRID_LIKELIHOOD, GRID_RHO
+    return DEFAULT_LIKELIHOOD, 1.0
 
 
 def rolling_origin_errors(runs: "Runs", law: str, start: Mapping[str, float],
@@ -405,9 +444,11 @@ def learned_discrepancy(fit: "ScalingFit") -> Discrepancy:
     the corpus prior; the corpus τ alone for laws without a point fit."""
     medians = {name: float(np.median(values)) for name, values in fit.paper_draws().items()}
     inner = rolling_origin_errors(fit.runs, fit.law.name, medians, fracs=DEFAULT_FRACS)
-    tau = learn_tau(inner, likelihood=DEFAULT_LIKELIHOOD, split_weight=DEFAULT_SPLIT_WEIGHT)
+    likelihood, rho = evidence_model(fit.runs.column("flops"))
+    tau = learn_tau(inner, likelihood=likelihood, split_weight=DEFAULT_SPLIT_WEIGHT, rho=rho)
+    model = likelihood if likelihood == "shared" else f"{likelihood} (rho {rho:g}, isoFLOP grid)"
     source = (f"empirical Bayes: corpus prior (median {DEFAULT_TAU:g}, sd {DEFAULT_PRIOR_SD:g} in "
-              f"log tau) x {DEFAULT_LIKELIHOOD} likelihood of {inner['errors'].size} "
+              f"log tau) x {model} likelihood of {inner['errors'].size} "
               f"rolling-origin errors in {len(np.unique(inner['origin']))} inner splits")
     return Discrepancy(tau=tau, log_max=fitted_log_max(fit.runs), source=source)
 

@@ -55,8 +55,9 @@ import pandas as pd
 
 import bayescale as bs
 from bayescale.backtest import DEFAULT_LEVELS, level_label, score_draws
-from bayescale.discrepancy import (DEFAULT_FRACS, DEFAULT_LIKELIHOOD, MORE_FRACS, ROLLING_FRACS,
-                                   TAU_GRID, distance_decades, learn_tau, tau_log_likelihood)
+from bayescale.discrepancy import (DEFAULT_FRACS, DEFAULT_LIKELIHOOD, DEFAULT_PRIOR_SD, DEFAULT_TAU,
+                                   GRID_LIKELIHOOD, GRID_RHO, MORE_FRACS, ROLLING_FRACS, TAU_GRID,
+                                   distance_decades, evidence_model, learn_tau, tau_log_likelihood)
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -69,7 +70,11 @@ INNER_MORE = MORE_FRACS
 N_RESAMPLES = 50   # bootstrap resamples of the point fit (each an L-BFGS refit)
 PIT_BINS = 10
 #: The candidate the package ships as its default predictive.
-DEFAULT_METHOD = "improvement: shared-z lik, 8 inner splits + EB prior [default]"
+DEFAULT_METHOD = ("improvement: design-chosen lik (isoFLOP grid: mixed rho 0.5, else shared-z), "
+                  "8 splits + marginal-likelihood EB prior [default]")
+#: The default of round 2 (bayescale's predictive before round 3: shared-z for every design,
+#: prior chosen by the held-out CRPS of the other studies).
+ROUND2_METHOD = "improvement: shared-z lik, 8 inner splits + EB prior [round-2 default]"
 #: The default of the first round (bayescale's predictive before this benchmark's round 2).
 ROUND1_METHOD = "improvement: averaged lik, 3 inner splits + EB prior [round-1 default]"
 
@@ -452,7 +457,7 @@ def in_data_tau(record: dict, form: str, power: float = 1.0) -> float:
 LEARNERS = {
     ROUND1_METHOD: ("inner", "averaged", 1.0),
     "improvement: shared-z lik, 3 inner splits + EB prior": ("inner", "shared", 1.0),
-    DEFAULT_METHOD: ("inner_more", "shared", 1.0),
+    ROUND2_METHOD: ("inner_more", "shared", 1.0),
     "improvement: shared-z lik, 8 splits x 3/8 + EB prior": ("inner_more", "shared", 3 / 8),
     "improvement: averaged lik, 8 inner splits + EB prior": ("inner_more", "averaged", 1.0),
     "improvement: mixed lik (rho 0.5), 3 inner splits + EB prior": ("inner", "mixed", 1.0),
@@ -461,9 +466,41 @@ LEARNERS = {
     "improvement: learned-rho lik, 3 inner splits + EB prior": ("inner", "learned-rho", 1.0),
     "improvement: learned-rho lik, 8 inner splits + EB prior": ("inner_more", "learned-rho", 1.0),
     "improvement: learned-rho lik, 8 splits x 3/8 + EB prior": ("inner_more", "learned-rho", 3 / 8),
+    # Round 3: the evidence model declared from the design ("design": bayescale.discrepancy.
+    # evidence_model; "design:<rho>" the same with another grid rho) and/or the prior fitted
+    # by the marginal likelihood of the other studies' inner backtests (PRIOR_RULE).
+    DEFAULT_METHOD: ("inner_more", "design", 1.0),
+    "improvement: design-chosen lik, 8 splits + EB prior (CRPS)": ("inner_more", "design", 1.0),
+    "improvement: shared-z lik, 8 splits + marginal-likelihood EB prior": ("inner_more", "shared", 1.0),
+    "improvement: mixed lik (rho 0.5), 8 splits + marginal-likelihood EB prior":
+        ("inner_more", "mixed", 1.0),
+    "improvement: learned-rho lik, 8 splits + marginal-likelihood EB prior":
+        ("inner_more", "learned-rho", 1.0),
+    "improvement: design-chosen lik (grid rho 0.25), 8 splits + marginal-likelihood EB prior":
+        ("inner_more", "design:0.25", 1.0),
+    "improvement: design-chosen lik (grid rho 0.75), 8 splits + marginal-likelihood EB prior":
+        ("inner_more", "design:0.75", 1.0),
 }
+#: How each learner's prior (median, sd) is chosen over the other studies: "crps" (the held-out
+#: CRPS of the τ it gives, rounds 1-2) or "marglik" (type-II maximum likelihood: the prior
+#: under which the studies' own inner backtests are most probable, each study once).
+PRIOR_RULE = {learner: ("marglik" if "marginal-likelihood" in learner else "crps")
+              for learner in LEARNERS}
 # The package's default must be the benchmark's default.
-assert (DEFAULT_FRACS, DEFAULT_LIKELIHOOD) == (MORE_FRACS, LEARNERS[DEFAULT_METHOD][1])
+assert (DEFAULT_FRACS, LEARNERS[DEFAULT_METHOD][1], PRIOR_RULE[DEFAULT_METHOD]) == (
+    MORE_FRACS, "design", "marglik")
+
+
+def resolve_likelihood(record: dict, likelihood: str) -> tuple[str, float]:
+    """(likelihood, rho) of a learner on a split: "design" as the package decides it from the
+    training runs' compute (bayescale.discrepancy.evidence_model), "design:<rho>" with
+    another rho for grids; anything else as given (rho 0.5, the mixed default)."""
+    if likelihood == "design":
+        return evidence_model(record["train_flops"])
+    if likelihood.startswith("design:"):
+        lik, rho = evidence_model(record["train_flops"])
+        return (lik, float(likelihood.split(":")[1])) if lik == GRID_LIKELIHOOD else (lik, rho)
+    return likelihood, 0.5
 #: Candidate sds of the prior on log τ (the empirical Bayes picks one with the median).
 PRIOR_SDS = (0.5, 1.0, 2.0, 4.0)
 _LIK_CACHE: dict = {}
@@ -475,8 +512,9 @@ def split_log_lik(record: dict, learner: str) -> np.ndarray:
     key = (record["name"], learner)
     if key not in _LIK_CACHE:
         source, likelihood, weight = LEARNERS[learner]
+        likelihood, rho = resolve_likelihood(record, likelihood)
         _LIK_CACHE[key] = tau_log_likelihood(record[source], taus=TAU_GRID[1:], form="improvement",
-                                             likelihood=likelihood, split_weight=weight)
+                                             likelihood=likelihood, split_weight=weight, rho=rho)
     return _LIK_CACHE[key]
 
 
@@ -496,7 +534,11 @@ def eb_prior(records: list[dict], crps: np.ndarray, exclude: str | None,
              learner: str = DEFAULT_METHOD,
              prior_sds: tuple[float, ...] = PRIOR_SDS) -> tuple[float, float]:
     """Empirical Bayes for the prior of τ: the (median, sd in log τ) whose learned τ per split
-    gives the lowest mean CRPS over the studies other than ``exclude`` (each study once)."""
+    gives the lowest mean CRPS over the studies other than ``exclude`` (each study once), or
+    for a "marglik" learner (PRIOR_RULE) the one maximising their inner backtests' marginal
+    likelihood (:func:`eb_prior_marglik`)."""
+    if PRIOR_RULE.get(learner) == "marglik":
+        return eb_prior_marglik(records, exclude, learner, prior_sds)
     weights = _study_weights([r for r in records if r["study"] != exclude])
     w = np.array([weights.get(r["name"], 0.0) for r in records])
     best, arg = np.inf, (TAU_GRID[1], 1.0)
@@ -511,18 +553,43 @@ def eb_prior(records: list[dict], crps: np.ndarray, exclude: str | None,
     return arg
 
 
+def eb_prior_marglik(records: list[dict], exclude: str | None, learner: str,
+                     prior_sds: tuple[float, ...] = PRIOR_SDS) -> tuple[float, float]:
+    """Empirical Bayes by type-II maximum likelihood: the log-normal prior (median on the
+    search grid, sd in ``prior_sds``) maximising Σ_split w·log ∫ L(τ) p(τ) dτ over the studies
+    other than ``exclude`` (each study once, its splits equal). Uses only the inner backtests
+    inside each study's training runs, never its held-out runs."""
+    weights = _study_weights([r for r in records if r["study"] != exclude])
+    kept = [(weights[r["name"]], split_log_lik(r, learner)) for r in records if r["name"] in weights]
+    grid = TAU_GRID[1:]
+    dlog = np.gradient(np.log(grid))
+    best, arg = -np.inf, (TAU_GRID[1], 1.0)
+    for sd in prior_sds:
+        for centre in SEARCH[1::2]:
+            log_prior = -0.5 * ((np.log(grid) - np.log(centre)) / sd) ** 2
+            log_prior -= np.log(np.sum(np.exp(log_prior) * dlog))
+            score = 0.0
+            for w, loglik in kept:
+                a = loglik + log_prior
+                top = a.max()
+                score += w * (top + np.log(np.sum(np.exp(a - top) * dlog)))
+            if score > best:
+                best, arg = score, (float(centre), float(sd))
+    return arg
+
+
 #: Candidates that draw τ per posterior draw from its posterior on the grid (the Bayesian
 #: predictive: a scale mixture) instead of plugging in the posterior median; value: learner.
 MIXTURES = {
     "improvement: tau mixture, averaged lik, 3 splits + EB prior": ROUND1_METHOD,
-    "improvement: tau mixture, shared-z lik, 8 splits + EB prior": DEFAULT_METHOD,
+    "improvement: tau mixture, shared-z lik, 8 splits + EB prior": ROUND2_METHOD,
     "improvement: tau mixture, mixed lik (rho 0.5), 8 splits + EB prior":
         "improvement: mixed lik (rho 0.5), 8 inner splits + EB prior",
 }
 #: The τ-mixture candidates cost a CRPS per prior and split; scored in round 2 only
 #: (``--mixtures``; calibration_*_round2.csv), dropped from the default run.
 RUN_MIXTURES = False
-OFFSET_METHOD = "improvement: default + per-budget offset (isoFLOP grids)"
+OFFSET_METHOD = "improvement: round-2 default + per-budget offset (isoFLOP grids)"
 
 
 def tau_posterior_draws(record: dict, prior_tau: float, prior_sd: float, learner: str,
@@ -589,7 +656,7 @@ def chosen_taus(records: list[dict], r: dict, fits: dict) -> dict[str, tuple[flo
         centre, sd = fits["mixture_prior"][name]
         out[name] = (tau_posterior_draws(r, centre, sd, learner, r["mu"].shape[0], fits["seed"]),
                      "improvement", 1.0)
-    out[OFFSET_METHOD] = out[DEFAULT_METHOD]
+    out[OFFSET_METHOD] = out[ROUND2_METHOD]
     return out
 
 
@@ -611,8 +678,10 @@ def candidates(records: list[dict], seed: int) -> tuple[pd.DataFrame, pd.DataFra
     τ per split and the per-run scores."""
     studies = sorted({r["study"] for r in records})
     for learner, (source, likelihood, weight) in LEARNERS.items():   # the package's own code
-        expected = learn_tau(records[0][source], 0.3, 1.0, likelihood=likelihood, split_weight=weight)
-        assert eb_tau(records[0], 0.3, 1.0, learner) == expected, learner
+        for r in {r["study"]: r for r in records}.values():   # one split per study
+            lik, rho = resolve_likelihood(r, likelihood)
+            expected = learn_tau(r[source], 0.3, 1.0, likelihood=lik, split_weight=weight, rho=rho)
+            assert eb_tau(r, 0.3, 1.0, learner) == expected, learner
     loso = {s: corpus_fits(records, seed, s) for s in studies}
     for s, values in loso.items():
         print(f"  LOSO without {s}: {values}", file=sys.stderr, flush=True)
@@ -748,7 +817,8 @@ def markdown(out: Path, default: str, prefix: str = "") -> str:
     and every candidate pooled."""
     per = pd.read_csv(out / f"{prefix}calibration_per_study.csv")
     pooled = pd.read_csv(out / f"{prefix}calibration_pooled.csv")
-    names = {"today": "0.1.0 (no δ)", ROUND1_METHOD: "before (round-1 δ)", default: "after (default)",
+    names = {"today": "0.1.0 (no δ)", ROUND1_METHOD: "round-1 δ", ROUND2_METHOD: "before (round-2 δ)",
+             default: "after (default)",
              "point+boot+resid": "point+boot+resid"}
     groups = ["chinchilla", "porian (all)", "datablations", "revisiting (all)", "revisiting/IC",
               "revisiting/LM", "revisiting/NMT", "revisiting/BB", "hitchhiker (all)", "olmo"]
@@ -775,12 +845,19 @@ def markdown(out: Path, default: str, prefix: str = "") -> str:
     lines += ["", head.replace("| study | method |", "| pooled (studies equal) | candidate |")]
     for _, row in pooled[pooled["pooled"] == "studies equal"].iterrows():
         lines.append(line("pooled", row["method"], row))
-    for method, label in ((ROUND1_METHOD, "before"), (default, "after")):
+    for method, label in ((ROUND1_METHOD, "round 1"), (ROUND2_METHOD, "before"), (default, "after")):
         configs = per[per["group"].str.startswith("porian/") & (per["method"] == method)]
         if len(configs):
             lines.append(f"\nPorian configs {label}: 90% coverage {configs['coverage_90'].min():.2f}"
                          f" (lowest) to {configs['coverage_90'].max():.2f}, "
                          f"{int((configs['coverage_90'] < 0.7).sum())} of {len(configs)} below 0.70")
+    lines += ["", "| candidate | lowest 90% coverage of any study/config/domain (which) | "
+              "groups below 0.70 |", "|---|---|---|"]
+    groups_only = per[~per["group"].str.endswith("(all)")]
+    for method, g in groups_only.groupby("method", sort=False):
+        low = g.loc[g["coverage_90"].idxmin()]
+        lines.append(f"| {names.get(method, method)} | {low['coverage_90']:.2f} ({low['group']}) | "
+                     f"{int((g['coverage_90'] < 0.7).sum())} of {len(g)} |")
     sim_path = out / f"{prefix}calibration_simulation.csv"
     if sim_path.exists():
         sim = pd.read_csv(sim_path)
@@ -847,6 +924,11 @@ def main(argv: list[str] | None = None) -> int:
     show(per_group.sort_values(["group", "method"]), "Per study", ["group"] + cols)
     show(pooled, "Pooled", ["pooled"] + cols)
     simulation, full = simulation_table(sims, records, args.seed)
+    shipped = (DEFAULT_TAU, DEFAULT_PRIOR_SD)
+    learned = tuple(full["prior"][DEFAULT_METHOD])
+    print(f"\nDefault prior from every study: median {learned[0]:.3g}, sd {learned[1]:g}; the "
+          f"package ships {shipped}" + ("" if np.allclose(learned, shipped, rtol=0.01) else
+                                       "  <-- update bayescale.discrepancy"))
     (out / f"{prefix}calibration_corpus.json").write_text(json.dumps(
         {"all_studies": full, "leave_one_study_out": loso}, indent=1, default=float))
     simulation.to_csv(out / f"{prefix}calibration_simulation.csv", index=False)

@@ -298,3 +298,23 @@ def test_learned_tau_follows_the_inner_evidence():
     assert learn_tau(_inner([], []), prior_tau=0.4, prior_sd=1.0) == pytest.approx(0.4, rel=0.07)
     with pytest.raises(ValueError, match="likelihood must be one of"):
         learn_tau(exact, likelihood="gp")
+
+
+def test_evidence_model_follows_the_design():
+    """An isoFLOP grid (many sizes at each of a few budgets) gets the mixed evidence model;
+    learning curves, digitised or scattered runs, and grids of fewer than 3 budgets get the
+    shared-z one."""
+    from bayescale.discrepancy import (DEFAULT_LIKELIHOOD, GRID_LIKELIHOOD, GRID_RHO,
+                                       evidence_model, is_isoflop_grid)
+
+    grid = np.repeat(1.25e16 * 2.0 ** np.arange(5), 8)
+    assert is_isoflop_grid(grid)
+    assert evidence_model(grid) == (GRID_LIKELIHOOD, GRID_RHO) == ("mixed", 0.5)
+    curve = np.geomspace(1e15, 1e18, 40)
+    chinchilla = bs.load_dataset("chinchilla", drop_highest_loss=5).column("flops")
+    two_budgets = np.repeat([1e17, 1e18], 10)
+    for flops in (curve, chinchilla, two_budgets, grid[:6]):
+        assert not is_isoflop_grid(flops)
+        assert evidence_model(flops) == (DEFAULT_LIKELIHOOD, 1.0)
+    # Three budgets of three runs each is the smallest grid; NaN compute is ignored.
+    assert is_isoflop_grid(np.append(np.repeat([1e16, 2e16, 4e16], 3), np.nan))

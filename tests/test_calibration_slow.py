@@ -52,6 +52,11 @@ def _studies():
     head = porian[porian["config"] == "rw|tuned|short|const|standard|val"].reset_index(drop=True)
     runs = bs.load_runs(head[["params", "tokens", "flops", "loss"]])
     yield "porian headline", runs, (head["flops"] >= 1.6e18).to_numpy()
+    # "Reproducing Kaplan" (long warm-up): the law misses its larger budgets by up to 25%
+    # (warm-up dominates the small budgets; docs/trust.md).
+    kaplan = porian[porian["config"] == "rw|base|long|kaplan|standard|val"].reset_index(drop=True)
+    runs = bs.load_runs(kaplan[["params", "tokens", "flops", "loss"]])
+    yield "porian kaplan", runs, (kaplan["flops"] >= 1.6e18).to_numpy()
 
 
 def test_default_bands_cover_held_out_larger_runs():
@@ -67,6 +72,9 @@ def test_default_bands_cover_held_out_larger_runs():
     assert table["coverage_90"].mean() >= table["today_90"].mean() + 0.05
     assert table["coverage_90"].min() >= 0.5
     assert 0.2 <= table["coverage_50"].mean() <= 0.8
+    # The isoFLOP grid's evidence model: 0.875 here; the shared-z model alone gave 0.625
+    # (and 0.43 in the benchmark's leave-one-study-out run).
+    assert table.loc["porian kaplan", "coverage_90"] >= 0.75
 
 
 def test_law_exactly_true_bands_do_not_balloon():
