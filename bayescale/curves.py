@@ -530,6 +530,8 @@ class CurveFit:
             rows = rows[np.argsort(tokens[rows])]
             end = rows[-1]
             early = rows[layout.fraction[rows] <= fraction + 1e-9]
+            if early.size == 0 and layout.fraction[rows[0]] <= fraction + 0.05:
+                early = rows[:1]   # a cut just below min_fraction: its first kept checkpoint
             if k == exclude or early.size == 0 or early[-1] == end or layout.fraction[end] < 1 - 1e-9:
                 continue
             log_t = np.log(tokens[early])
