@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .backtest import Backtest, backtest, compare
 from .budget import Budget, Hardware
-from .curves import CurveFit, CurveModel
+from .curves import CurveFit, CurveModel, load_curve_fit
 from .data import Runs, load_runs
 from .datasets import load_dataset
 from .design import check_design
@@ -94,4 +94,5 @@ __all__ = [
     # learning curves (bayescale.curves)
     "CurveFit",
     "CurveModel",
+    "load_curve_fit",
 ]

@@ -118,6 +118,10 @@ def _to_tree(fit: FitLike) -> xr.DataTree:
         # Optional: the runs' group labels (str or numbers), absent for ungrouped runs.
         attrs["run_groups"] = json.dumps({"column": fit.runs.group_column,
                                           "labels": list(fit.runs.group.tolist())})
+    curves = getattr(fit, "curve_attributes", None)
+    if curves is not None:
+        # Optional: a learning-curve fit (bayescale.CurveFit): its runs' planned lengths.
+        attrs["curves"] = json.dumps(curves(), sort_keys=True)
     attrs["bayescale_version"] = __version__
     groups = {"posterior": fit.posterior, "sample_stats": fit.sample_stats,
               "observed_data": observed}
@@ -141,10 +145,11 @@ def save_fit(fit: FitLike, path: str | PathLike[str], *, overwrite: bool = False
 
 
 def _check_contents(law, priors: dict, likelihood: str, posterior: xr.Dataset,
-                    frame: pd.DataFrame) -> None:
+                    frame: pd.DataFrame, extra: tuple[str, ...] = ()) -> None:
     """What a checksum cannot promise (files written before checksums have none): the law's
-    parameters are all there, the draws are finite, the runs are positive."""
-    noise = ["sigma"] + (["nu"] if likelihood == "student_t" else [])
+    parameters are all there, the draws are finite, the runs are positive. ``extra``: further
+    parameters the fit's model has (a curve fit's)."""
+    noise = ["sigma"] + (["nu"] if likelihood == "student_t" else []) + list(extra)
     expected = [*law.parameter_domains, *noise]
     sampled = [n for n in expected if n not in priors or priors[n].dist != "Fixed"]
     missing = [n for n in sampled if n not in posterior.data_vars]
@@ -166,11 +171,13 @@ def _check_contents(law, priors: dict, likelihood: str, posterior: xr.Dataset,
                              "positive numbers")
 
 
-def read_fit(path: str | PathLike[str]) -> dict[str, Any]:
+def read_fit(path: str | PathLike[str], *, curves: bool = False) -> dict[str, Any]:
     """Read a fit file written by :func:`save_fit` into the fields of a ScalingFit.
 
     :func:`bayescale.load_fit` builds the fit from them. Run columns beyond the standard
-    four (declared inputs such as ``unique_tokens``) come back as saved.
+    four (declared inputs such as ``unique_tokens``) come back as saved. ``curves=True``
+    reads a learning-curve fit (:meth:`bayescale.CurveFit.save`; its ``curves`` field holds
+    the runs' planned lengths) and refuses any other.
 
     Raises
     ------
@@ -242,7 +249,14 @@ def read_fit(path: str | PathLike[str]) -> dict[str, Any]:
                               "observed_data": observed, **extra_groups}):
             raise ValueError("its checksum does not match its contents (corrupted on disk or "
                              "in transfer); save the fit again")
-        _check_contents(law, priors, likelihood, posterior, frame)
+        if ("curves" in attrs) != curves:
+            raise FitFileError(
+                f"{str(source)!r} is a learning-curve fit: load it with bayescale.load_curve_fit"
+                if not curves else
+                f"{str(source)!r} is not a learning-curve fit: load it with bayescale.load_fit")
+        extra = tuple(n for n in ("sigma_run", "rho", "kappa") if curves and n in posterior)
+        _check_contents(law, priors, likelihood, posterior.drop_vars("z_run", errors="ignore")
+                        if curves else posterior, frame, extra)
         runs, link = _read_downstream(attrs, extra_groups, runs)
     except (KeyError, ValueError, TypeError) as exc:
         raise FitFileError(f"{str(source)!r} is damaged or incomplete: {exc}") from exc
@@ -251,6 +265,8 @@ def read_fit(path: str | PathLike[str]) -> dict[str, Any]:
               "settings": settings, "discrepancy": discrepancy}
     if link is not None:
         fields["link"] = link
+    if curves:
+        fields["curves"] = json.loads(attrs["curves"])
     return fields
 
 

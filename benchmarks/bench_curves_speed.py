@@ -11,7 +11,14 @@ fresh subprocess so peak memory is per size:
 
 Writes benchmarks/results/curves_speed.csv and prints the table with the load average.
 
+With ``--model curves``, the same for :class:`bayescale.CurveModel` (cosine schedule term) on
+simulated learning curves (runs of 100 checkpoints, the model's own noise; 30% of each run is
+dropped by ``min_fraction``, so ns per point counts kept points): the generated curve kernel
+(:mod:`bayescale._fastcurves`), CPU time per gradient, and full warm fits with the defaults.
+Writes benchmarks/results/curves_model_speed.csv.
+
     .venv/bin/python benchmarks/bench_curves_speed.py [--sizes 250 2500 25000 100000] [--fit-max 25000]
+    .venv/bin/python benchmarks/bench_curves_speed.py --model curves --label marginal-simd
 """
 
 from __future__ import annotations
@@ -71,17 +78,86 @@ print(json.dumps(out))
 '''
 
 
+CURVES_CHILD = r'''
+import json, resource, sys, time, warnings
+import numpy as np, pandas as pd
+import bayescale as bs
+from bayescale import _fastcurves
+from bayescale.curves import curve_layout, schedule_excess
+n, do_fit = int(sys.argv[1]), sys.argv[2] == "1"
+
+def frame(n_points, per_run=100, seed=0, rho=0.5, sigma=0.004, srun=0.03, kappa=0.04):
+    # runs of 100 checkpoints, N over two decades, 3-300 tokens per parameter; the curve
+    # model's own noise (run offsets, cosine excess, AR(1) in log tokens)
+    rng = np.random.default_rng(seed)
+    n_runs = max(1, n_points // per_run)
+    params = 10 ** rng.uniform(7.5, 9.5, n_runs)
+    total = params * 10 ** rng.uniform(0.5, 2.5, n_runs)
+    rows = []
+    for i in range(n_runs):
+        t = np.linspace(total[i] / per_run, total[i], per_run)
+        e = np.empty(per_run)
+        e[0] = sigma * rng.standard_normal()
+        phi = rho ** np.diff(np.log(t))
+        for j in range(1, per_run):
+            e[j] = phi[j - 1] * e[j - 1] + sigma * np.sqrt(1 - phi[j - 1] ** 2) * rng.standard_normal()
+        loss = (1.817 + 482.0 / params[i] ** 0.348 + 2085.4 / t ** 0.366) * np.exp(
+            srun * rng.standard_normal() + kappa * schedule_excess(t / total[i]) + e)
+        rows.append(pd.DataFrame({"run": f"r{i}", "params": params[i], "tokens": t, "loss": loss}))
+    return pd.concat(rows, ignore_index=True)
+
+runs = bs.load_runs(frame(n), run="run", flops=None)
+model = bs.CurveModel("chinchilla", schedule="cosine")
+layout = curve_layout(runs, None, model.min_fraction)
+buf = _fastcurves.make_buffer(model.law, model.priors, True, layout, schedule_excess(layout.fraction))
+u = np.full(int(buf[2]), 0.1)
+_fastcurves.logp_and_grad(model.law, buf, u)
+kernel = _fastcurves.kernel(model.law)
+grad = np.zeros(len(u))
+reps = max(20, 2_000_000 // n)
+times = []
+for _ in range(5):
+    t = time.process_time()
+    for _ in range(reps // 5):
+        kernel.logp_and_grad(u, grad, buf)
+    times.append((time.process_time() - t) / (reps // 5))
+m = len(layout.runs)
+out = {"points": n, "kept_points": m, "grad_us": 1e6 * float(np.median(times)),
+       "ns_per_point": 1e9 * float(np.median(times)) / m, "buffer_mb": buf.nbytes / 1e6}
+if do_fit:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(bs.load_runs(frame(300), run="run", flops=None), draws=30, tune=30, chains=2, random_seed=0)  # warm
+        wall, cpu = time.perf_counter(), time.process_time()
+        fit = model.fit(runs, random_seed=1)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    stats = fit.sample_stats
+    out.update(fit_seconds=wall, cpu_seconds=cpu, sampler_seconds=fit.settings["seconds"],
+               steps_per_draw=float(stats["n_steps"].mean()),
+               tree_depth=float(stats["depth"].mean()), **fit.diagnostics())
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+'''
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[250, 2500, 25000, 100000])
     parser.add_argument("--fit-max", type=int, default=25000)
     parser.add_argument("--label", default="current")
-    parser.add_argument("--out", default=str(RESULTS / "curves_speed.csv"))
+    parser.add_argument("--model", choices=("scaling", "curves"), default="scaling",
+                        help="scaling: ScalingModel on final points (curves_speed.csv); curves: "
+                             "CurveModel on learning curves (curves_model_speed.csv)")
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    child = CHILD if args.model == "scaling" else CURVES_CHILD
+    if args.out is None:
+        args.out = str(RESULTS / ("curves_speed.csv" if args.model == "scaling"
+                                  else "curves_model_speed.csv"))
     rows = []
     for n in args.sizes:
         load = os.getloadavg()[0]
-        done = subprocess.run([sys.executable, "-c", CHILD, str(n), "1" if n <= args.fit_max else "0"],
+        done = subprocess.run([sys.executable, "-c", child, str(n), "1" if n <= args.fit_max else "0"],
                               capture_output=True, text=True, check=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         row.update(label=args.label, load_average=round(load, 2))

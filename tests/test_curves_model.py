@@ -48,38 +48,57 @@ def load(frame):
 
 
 def test_generated_density_matches_pymc():
+    # The kernel integrates the run offsets out: PyMC's per-run multivariate normal
     runs = load(simulate(sizes=(1e8, 4e8, 1.6e9), ratios=(10, 40), checkpoints=6)[0])
     model = bs.CurveModel("chinchilla", schedule="cosine")
     layout = curve_layout(runs, None, model.min_fraction)
     buf = _fastcurves.make_buffer(model.law, model.priors, True, layout,
                                   schedule_excess(layout.fraction))
     names = _fastcurves.coordinates(model.law, model.priors, True)
-    pm_model = model.build(layout)
+    pm_model = model.build(layout, marginal=True)
     logp, dlogp = pm_model.compile_logp(), pm_model.compile_dlogp()
     value_names = {v.name.split("_log")[0].split("_interval")[0]: v.name for v in pm_model.value_vars}
     rng = np.random.default_rng(1)
-    n_runs = layout.names.size
     results = []
     for _ in range(3):
-        u = np.concatenate([rng.uniform(-0.5, 0.5, len(names)), rng.normal(0, 1, n_runs)])
+        u = rng.uniform(-0.5, 0.5, len(names))
         point = {value_names[name]: u[i] for i, name in enumerate(names)}
-        point["z_run"] = u[len(names):]
         ours, grad = _fastcurves.logp_and_grad(model.law, buf, u)
         theirs = float(logp(point))
-        # PyMC's gradient, in its own order of value variables, mapped to ours
         flat = dlogp(point)
-        by_name, k = {}, 0
-        for var in pm_model.value_vars:
-            size = n_runs if var.name == "z_run" else 1
-            by_name[var.name] = flat[k:k + size]
-            k += size
-        expected = np.concatenate([*(by_name[value_names[n]] for n in names), by_name["z_run"]])
+        by_name = {var.name: flat[k] for k, var in enumerate(pm_model.value_vars)}
+        expected = np.array([by_name[value_names[n]] for n in names])
         np.testing.assert_allclose(grad, expected, rtol=1e-7, atol=1e-7)
         results.append((ours, theirs))
     # equal up to the constant PyMC keeps and we drop: differences agree
     (a0, b0), *rest = results
     for a, b in rest:
         assert a - a0 == pytest.approx(b - b0, rel=1e-9, abs=1e-8)
+
+
+def test_run_conditionals_match_the_gaussian_posterior():
+    # r_i | θ, y is Normal: check mean and variance against the dense Gaussian formula
+    runs = load(simulate(sizes=(1e8, 4e8), ratios=(10, 40), checkpoints=6)[0])
+    model = bs.CurveModel("chinchilla", schedule="cosine")
+    layout = curve_layout(runs, None, model.min_fraction)
+    buf = _fastcurves.make_buffer(model.law, model.priors, True, layout,
+                                  schedule_excess(layout.fraction))
+    theta = {"E_fraction": 0.7, "a": 1.0, "b": 1.5, "alpha": 0.3, "beta": 0.35}
+    scalars = {"sigma": 0.005, "sigma_run": 0.03, "rho": 0.6, "kappa": 0.05}
+    values = np.array([[*theta.values(), *scalars.values()]])
+    mean, var = _fastcurves.run_conditionals(model.law, buf, values)
+    log_x = {n: np.log(layout.runs.column(n)) for n in ("params", "tokens")}
+    mu = model.law.log_loss(theta, log_x, model.law.reference(layout.runs), np)
+    w = np.log(layout.runs.column("loss")) - mu - scalars["kappa"] * schedule_excess(layout.fraction)
+    log_t = np.log(layout.runs.column("tokens"))
+    for k in range(layout.names.size):
+        rows = np.flatnonzero(layout.index == k)
+        corr = scalars["rho"] ** np.abs(log_t[rows][:, None] - log_t[rows][None, :])
+        prec = np.linalg.inv(scalars["sigma"] ** 2 * corr)
+        ones = np.ones(rows.size)
+        post_var = 1.0 / (ones @ prec @ ones + scalars["sigma_run"] ** -2)
+        assert var[0, k] == pytest.approx(post_var, rel=1e-9)
+        assert mean[0, k] == pytest.approx(post_var * ones @ prec @ w[rows], rel=1e-8)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +140,30 @@ def test_held_out_larger_run_is_covered(curve_fit):
     # the band carries a new run's offset: wider than the law's own ("mean") band
     mean = fit.forecast(final.params.values, final.tokens.values, prob=0.9, kind="mean")
     assert ((table.loss_upper - table.loss_lower) > (mean.loss_upper - mean.loss_lower)).all()
+
+
+def test_save_load_round_trip(curve_fit, tmp_path):
+    fit, frame, _ = curve_fit
+    path = tmp_path / "curves.nc"
+    fit.save(path)
+    with pytest.raises(FileExistsError):
+        fit.save(path)
+    loaded = bs.load_curve_fit(path)
+    assert list(loaded.layout.names) == list(fit.layout.names)
+    np.testing.assert_array_equal(loaded.layout.total, fit.layout.total)
+    np.testing.assert_array_equal(loaded.run_offsets(), fit.run_offsets())
+    pd.testing.assert_frame_equal(loaded.run_effects(), fit.run_effects())
+    a = fit.forecast(3.2e9, 6.4e10, random_seed=1)
+    b = loaded.forecast(3.2e9, 6.4e10, random_seed=1)
+    pd.testing.assert_frame_equal(a, b)
+    run = str(fit.layout.names[0])
+    rows = fit.layout.runs.run_ids() == run
+    t_last = float(fit.layout.runs.column("tokens")[rows].max())
+    if t_last < float(fit.layout.total[0]):
+        pd.testing.assert_frame_equal(fit.forecast_run(run), loaded.forecast_run(run))
+    fit.save(path, overwrite=True)
+    with pytest.raises(bs.FitFileError, match="learning-curve fit: load it with"):
+        bs.load_fit(path)
 
 
 def test_run_in_progress_uses_its_own_offset():
