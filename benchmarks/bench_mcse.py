@@ -8,7 +8,8 @@ the same in vectorised numpy (both tested equal to ArviZ's to 1e-10). This scrip
 ``fit.prob_below(target, flops=10,000 budgets)`` with each, and with ``mcse="iid"`` (no ESS)
 for reference, on a posterior of 4 chains × 1000 draws (the default fit size) built from the
 real fit's parameters (no sampling needed), and checks that both ESS routes give the same
-numbers. Medians of ``--repeat`` runs; the 1-minute load average is recorded with every row
+numbers; then once more with the discrepancy δ a default fit carries (the law evaluated again
+at the edge of the fitted range for every budget past it). Medians of ``--repeat`` runs; the 1-minute load average is recorded with every row
 (the machine is shared). Writes benchmarks/results/mcse_ess.csv.
 
 Usage: python benchmarks/bench_mcse.py [--repeat 5] [--points 10000]
@@ -72,6 +73,14 @@ def main(argv=None) -> pd.DataFrame:
     fast_t, fast_load, fast = timed(lambda: fit.prob_below(target, flops=budgets), args.repeat)
     iid_t, iid_load, _ = timed(lambda: fit.prob_below(target, flops=budgets, mcse="iid"),
                                args.repeat)
+    # A default fit's predictive also carries the discrepancy δ past the fitted range (the law
+    # evaluated again at the edge): the corpus prior's median τ stands in for a learned one.
+    from bayescale.discrepancy import default_discrepancy
+
+    with_delta = fit.with_discrepancy(default_discrepancy(runs))
+    with_delta.prob_below(target, flops=budgets[:100])
+    delta_t, delta_load, _ = timed(lambda: with_delta.prob_below(target, flops=budgets),
+                                   args.repeat)
     original = risk._ess
     try:
         risk._ess = risk.ess_mean_rows
@@ -88,7 +97,8 @@ def main(argv=None) -> pd.DataFrame:
             ("mcse='ess', numpy-vectorised ESS (bayescale.risk.ess_mean_rows)", numpy_t,
              numpy_load),
             ("mcse='ess', ArviZ's ESS per point (before)", slow_t, slow_load),
-            ("mcse='iid' (no ESS)", iid_t, iid_load)):
+            ("mcse='iid' (no ESS)", iid_t, iid_load),
+            ("mcse='ess' with the discrepancy δ (as a default fit)", delta_t, delta_load)):
         rows.append({"route": route, "points": args.points, "draws": fit.n_draws,
                      "seconds": seconds, "load_1min": load,
                      "max_abs_mcse_difference_vs_arviz": agree})
