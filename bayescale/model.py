@@ -715,6 +715,11 @@ POOLINGS = ("partial", "none", "complete")
 #: schedules by 5-40%, the exponents by a few per cent.
 DEFAULT_GROUP_SD = {"E_fraction": 0.2, "a": 0.5, "b": 0.5, "alpha": 0.1, "beta": 0.1}
 _DEFAULT_SD_BY_KIND = {"log": 0.1, "linear": 0.5}
+#: Shared by default in a law with a model-size (alpha) and a data exponent (beta): on two
+#: triples of Porian et al.'s configurations, letting alpha vary as well gained no PSIS-LOO
+#: (508.8 vs 507.8 and 598.8 vs 598.4), no holdout accuracy, and cost divergences
+#: (benchmarks/bench_groups_vary.py, benchmarks/results/groups_vary_summary.csv).
+DEFAULT_SHARED_WITH = {"alpha": "beta"}
 
 
 def group_kind(law: ScalingLaw, name: str) -> str:
@@ -739,6 +744,8 @@ def _group_settings(law: ScalingLaw, pooling: str | None,
     for name in law.parameter_domains:
         kind = group_kind(law, name)
         sds[name] = 0.0 if kind == "shared" else DEFAULT_GROUP_SD.get(name, _DEFAULT_SD_BY_KIND[kind])
+        if DEFAULT_SHARED_WITH.get(name) in law.parameter_domains:
+            sds[name] = 0.0
     for name, value in given.items():
         if name not in sds:
             raise PriorError(f"group_sd: no parameter {name!r} in the {law.name} law; "
