@@ -80,6 +80,14 @@ class ScalingModel:
     link_method : {"two_stage", "joint"}, optional
         Fit the two steps in stages (the law, then the link on the runs' losses; default,
         better calibrated on the OLMo ladder) or as one joint posterior.
+    pooling : {"partial", "none", "complete"}, optional
+        For runs loaded with ``group=``: one hierarchical fit (each group's parameters
+        around a population value; the default with two or more groups), each group alone,
+        or one law for all runs (the default without groups). See ``docs/guide/groups.md``.
+    group_sd : mapping of str to float, optional
+        Under ``pooling="partial"``, the sd of the HalfNormal prior on each parameter's
+        spread between groups (0: one shared value). Defaults: :data:`DEFAULT_GROUP_SD`,
+        with the model-size exponent ``alpha`` shared in a law that also has ``beta``.
 
     Examples
     --------
