@@ -33,6 +33,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from ._groupkind import group_kind
 from ._derive import NotTraceable, emit_log_loss, indent, load_generated
 from ._fastlogp import (LIKELIHOOD_CODES, LOG, PRIOR_CODES, _constrain, _prior,
                         _prior_params, _transform, prior_centre, unconstrain)
@@ -172,8 +173,6 @@ _lock = threading.Lock()
 
 def log_parameters(law: Any) -> list[str]:
     """Parameters whose coordinate in the law's code is their log (they vary on log scale)."""
-    from .model import group_kind
-
     return [name for name in law.parameter_domains if group_kind(law, name) == "log"]
 
 
@@ -307,8 +306,6 @@ def make_buffer(law: Any, likelihood: str, priors: Mapping[str, Any],
             buf[base + 14] = expanded[f"pop_{name}" if k < k_law else name]
         if k >= k_law:
             continue
-        from .model import group_kind
-
         buf[base + 11] = 1.0 if group_kind(law, name) == "log" else 0.0
         if group_sd[name] > 0 and prior.dist != "Fixed":
             buf[base + 10] = 1.0
@@ -353,8 +350,6 @@ def initial_centres(law: Any, priors: Mapping[str, Any], group_sd: Mapping[str, 
                     layout: Sequence[tuple[str, int]]) -> np.ndarray:
     """Free coordinates at the priors' centres (populations), the prior sd (spreads), the
     population value (centred groups) and 0 (offsets); as PyMC's initial point."""
-    from .model import group_kind
-
     values = []
     for stem, size in layout:
         kind, _, name = stem.partition("_")

@@ -29,6 +29,7 @@ from .design import check_design, warn_outliers
 from ._validate import choice, integer, mapping, seed
 from .exceptions import ArgumentError, ArgumentTypeError, PriorError, RunDataError, SamplingError
 from .laws import ScalingLaw, get_law
+from ._groupkind import group_kind
 from .priors import Prior, default_noise_priors, priors_to_json
 
 if TYPE_CHECKING:
@@ -728,19 +729,6 @@ _DEFAULT_SD_BY_KIND = {"log": 0.1, "linear": 0.5}
 #: (508.8 vs 507.8 and 598.8 vs 598.4), no holdout accuracy, and cost divergences
 #: (benchmarks/bench_groups_vary.py, benchmarks/results/groups_vary_summary.csv).
 DEFAULT_SHARED_WITH = {"alpha": "beta"}
-
-
-def group_kind(law: ScalingLaw, name: str) -> str:
-    """How a parameter varies between groups: ``"log"`` (positive: log value = population
-    log value + sd·z), ``"linear"`` (value = population value + sd·z) or ``"shared"``."""
-    if name == "E_fraction":
-        return "log"   # E_g = E_pop·exp(sd·z): log E per group
-    lower, upper = law.parameter_domains[name]
-    if lower == 0.0 and upper == math.inf:
-        return "log"
-    if lower == -math.inf and upper == math.inf:
-        return "linear"
-    return "shared"
 
 
 def _group_settings(law: ScalingLaw, pooling: str | None,
