@@ -32,11 +32,11 @@ def _runs_for(law_name: str, sizes=(30, 30, 4)):
 CASES = [   # law, likelihood, group_sd, priors, groups' sizes
     # centred (30 runs) and non-centred (4 runs) groups; exponents non-centred throughout
     ("chinchilla", "student_t", None, None, (30, 30, 4)),
-    # a shared exponent, a fixed nu, four groups
+    # a shared exponent, a fixed exponent, a fixed nu, four groups
     ("chinchilla", "student_t", {"alpha": 0.0, "E_fraction": 0.3},
-     {"nu": Prior("Fixed", value=5.0)}, (12, 30, 4, "split")),
-    # one input, normal likelihood, a fixed exponent
-    ("compute", "normal", {"alpha": 0.3}, {"nu": Prior("Fixed", value=4.0)}, (30, 4, 30)),
+     {"nu": Prior("Fixed", value=5.0), "beta": Prior("Fixed", value=0.3)}, (12, 30, 4, "split")),
+    # one input, its exponent varying, normal likelihood
+    ("compute", "normal", {"alpha": 0.3}, None, (30, 4, 30)),
 ]
 
 
