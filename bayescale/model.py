@@ -29,6 +29,7 @@ from .design import check_design, warn_outliers
 from ._validate import choice, integer, mapping, seed
 from .exceptions import ArgumentError, ArgumentTypeError, PriorError, RunDataError, SamplingError
 from .laws import ScalingLaw, get_law
+from ._groupkind import group_kind
 from .priors import Prior, default_noise_priors, priors_to_json
 
 if TYPE_CHECKING:
@@ -80,6 +81,14 @@ class ScalingModel:
     link_method : {"two_stage", "joint"}, optional
         Fit the two steps in stages (the law, then the link on the runs' losses; default,
         better calibrated on the OLMo ladder) or as one joint posterior.
+    pooling : {"partial", "none", "complete"}, optional
+        For runs loaded with ``group=``: one hierarchical fit (each group's parameters
+        around a population value; the default with two or more groups), each group alone,
+        or one law for all runs (the default without groups). See ``docs/guide/groups.md``.
+    group_sd : mapping of str to float, optional
+        Under ``pooling="partial"``, the sd of the HalfNormal prior on each parameter's
+        spread between groups (0: one shared value). Defaults: :data:`DEFAULT_GROUP_SD`,
+        with the model-size exponent ``alpha`` shared in a law that also has ``beta``.
 
     Examples
     --------
@@ -715,19 +724,11 @@ POOLINGS = ("partial", "none", "complete")
 #: schedules by 5-40%, the exponents by a few per cent.
 DEFAULT_GROUP_SD = {"E_fraction": 0.2, "a": 0.5, "b": 0.5, "alpha": 0.1, "beta": 0.1}
 _DEFAULT_SD_BY_KIND = {"log": 0.1, "linear": 0.5}
-
-
-def group_kind(law: ScalingLaw, name: str) -> str:
-    """How a parameter varies between groups: ``"log"`` (positive: log value = population
-    log value + sd·z), ``"linear"`` (value = population value + sd·z) or ``"shared"``."""
-    if name == "E_fraction":
-        return "log"   # E_g = E_pop·exp(sd·z): log E per group
-    lower, upper = law.parameter_domains[name]
-    if lower == 0.0 and upper == math.inf:
-        return "log"
-    if lower == -math.inf and upper == math.inf:
-        return "linear"
-    return "shared"
+#: Shared by default in a law with a model-size (alpha) and a data exponent (beta): on two
+#: triples of Porian et al.'s configurations, letting alpha vary as well gained no PSIS-LOO
+#: (508.8 vs 507.8 and 598.8 vs 598.4), no holdout accuracy, and cost divergences
+#: (benchmarks/bench_groups_vary.py, benchmarks/results/groups_vary_summary.csv).
+DEFAULT_SHARED_WITH = {"alpha": "beta"}
 
 
 def _group_settings(law: ScalingLaw, pooling: str | None,
@@ -739,6 +740,8 @@ def _group_settings(law: ScalingLaw, pooling: str | None,
     for name in law.parameter_domains:
         kind = group_kind(law, name)
         sds[name] = 0.0 if kind == "shared" else DEFAULT_GROUP_SD.get(name, _DEFAULT_SD_BY_KIND[kind])
+        if DEFAULT_SHARED_WITH.get(name) in law.parameter_domains:
+            sds[name] = 0.0
     for name, value in given.items():
         if name not in sds:
             raise PriorError(f"group_sd: no parameter {name!r} in the {law.name} law; "
@@ -832,6 +835,50 @@ def _centring(model: ScalingModel, index: np.ndarray, n_groups: int) -> tuple[np
     return np.flatnonzero(~many), np.flatnonzero(many)
 
 
+def centred_groups(model: ScalingModel, index: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
+    """Per law parameter, which groups :func:`build_partial` samples centred (a boolean per
+    group; all False for a parameter shared between groups)."""
+    _, many = _centring(model, index, n_groups)
+    flags = {}
+    for name in model.law.parameter_domains:
+        flag = np.zeros(n_groups, dtype=bool)
+        if model.group_sd[name] >= CENTRED_MIN_SD:
+            flag[many] = True
+        flags[name] = flag
+    return flags
+
+
+def _fast_partial(model: ScalingModel, runs: Runs):
+    """nutpie model of the grouped kernel derived from the law (:mod:`bayescale._fastgroups`),
+    the same density as :func:`build_partial`; None, with a one-line
+    :class:`FastPathWarning`, when the kernel cannot serve the law."""
+    from . import _fastgroups
+
+    reason = _fastgroups.supports(model.law, model.likelihood)
+    if reason is not None:
+        warnings.warn(f"no fast grouped density for the {model.law.name} law ({reason}); "
+                      "sampling PyMC's compiled model instead, which takes 20-70 s to compile "
+                      "in each new process", FastPathWarning, stacklevel=4)
+        return None
+    names, index = group_index(runs)
+    centred = centred_groups(model, index, len(names))
+    buf = _fastgroups.make_buffer(model.law, model.likelihood, model.priors, model.group_sd,
+                                  model.data_values(runs), index, centred)
+    layout = _fastgroups.variable_layout(model.law, model.priors, model.group_sd, len(names),
+                                         centred, model.likelihood)
+    compiled = _fastgroups.nutpie_model(model.law, buf, model.priors, model.group_sd, layout,
+                                        model.likelihood)
+    for attempt in range(ScalingModel._INITIAL_TRIES):
+        u = np.asarray(compiled.initial_point_func(attempt), dtype=np.float64)
+        with np.errstate(all="ignore"):
+            value, grad = _fastgroups.logp_and_grad(model.law, buf, u)
+        if np.isfinite(value) and np.isfinite(grad).all():
+            return compiled
+    raise SamplingError(model._failure_message(
+        runs, f"the log density is not finite at any of {ScalingModel._INITIAL_TRIES} "
+              "jittered starting points"))
+
+
 def _compiled_partial(model: ScalingModel, runs: Runs):
     """nutpie model of :func:`build_partial`, compiled once per structure, group count and
     number of runs; new data of the same shape is swapped in."""
@@ -918,10 +965,13 @@ def fit_grouped(model: ScalingModel, runs: Runs, pooling: str, *, draws: int, tu
 
     cores = cores or max(1, min(chains, os.cpu_count() or 1))
     check_design(runs, model.law, warn=False)
-    compiled = _compiled_partial(model, runs)
+    compiled = _fast_partial(model, runs) if sampler == "nutpie" else None
+    route = "nutpie" if compiled is not None else "nutpie-pymc"
+    if compiled is None:
+        compiled = _compiled_partial(model, runs)
     tree, failure = _sample_nutpie(nutpie, compiled, draws=draws, tune=tune, chains=chains,
                                    cores=cores, seed=random_seed, progress_bar=progressbar,
-                                   save_warmup=False, adaptation="diag",
+                                   save_warmup=False, adaptation=NUTPIE_ADAPTATION,
                                    target_accept=NUTPIE_TARGET_ACCEPT)
     if failure is not None:
         raise SamplingError(model._failure_message(runs, f"nutpie failed ({failure})"))
@@ -964,7 +1014,7 @@ def fit_grouped(model: ScalingModel, runs: Runs, pooling: str, *, draws: int, tu
         if raw_name in stats_raw and name not in stats:
             stats[name] = (("chain", "draw"), stats_raw[raw_name].to_numpy().astype(
                 bool if name == "diverging" else np.float64))
-    settings = {**base, "sampler": "nutpie-pymc", "seconds": seconds, **group_settings,
+    settings = {**base, "sampler": route, "seconds": seconds, **group_settings,
                 "group_sd": dict(model.group_sd),
                 "group_kinds": {n: group_kind(model.law, n) for n in law_names}}
     fit = ScalingFit(law=model.law, priors=dict(model.priors), likelihood=model.likelihood,

@@ -37,11 +37,11 @@ def grouped_frame(n_runs=(30, 30, 4), noise=0.01, seed=3):
 
 @pytest.fixture(scope="module")
 def partial_fit():
-    # PyMC's model compiled by numba for nutpie: 20-60 s in each new process (see the report)
+    # the grouped kernel (bayescale._fastgroups): loaded from numba's cache, a few seconds
     runs = bs.load_runs(grouped_frame(), group="mix")
     with pytest.warns(DesignWarning, match=r"'small' \(4 runs\)"):
         return quiet_fit(bs.ScalingModel("chinchilla", pooling="partial"), runs,
-                         draws=300, tune=400)
+                         draws=300, tune=800)
 
 
 # -- the group column ---------------------------------------------------------------------

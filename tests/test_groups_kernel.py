@@ -1,0 +1,134 @@
+"""The grouped kernel (bayescale._fastgroups) is PyMC's partial-pooling model, to 1e-9.
+
+For several laws, centred and non-centred groups, shared and fixed parameters and both
+likelihoods: log density differences and gradients at random points against
+``build_partial``'s PyMC model, and the recorded values (population, spreads, each group's
+parameters) against PyMC's deterministics.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import bayescale as bs
+from bayescale import _fastgroups
+from bayescale import model as model_module
+from bayescale.priors import Prior
+
+from test_groups import grouped_frame
+
+
+def _runs_for(law_name: str, sizes=(30, 30, 4)):
+    frame = grouped_frame(n_runs=sizes)
+    if law_name == "compute":
+        frame = frame.assign(flops=6.0 * frame["params"] * frame["tokens"])[["flops", "loss", "mix"]]
+    return bs.load_runs(frame, group="mix")
+
+
+CASES = [   # law, likelihood, group_sd, priors, groups' sizes
+    # centred (30 runs) and non-centred (4 runs) groups; exponents non-centred throughout
+    ("chinchilla", "student_t", None, None, (30, 30, 4)),
+    # a shared exponent, a fixed exponent, a fixed nu, four groups
+    ("chinchilla", "student_t", {"alpha": 0.0, "E_fraction": 0.3},
+     {"nu": Prior("Fixed", value=5.0), "beta": Prior("Fixed", value=0.3)}, (12, 30, 4, "split")),
+    # one input, its exponent varying, normal likelihood
+    ("compute", "normal", {"alpha": 0.3}, None, (30, 4, 30)),
+]
+
+
+def _point(pm_model, layout, u):
+    """PyMC's value-variable point for the kernel's free vector ``u``."""
+    names = {pm_model.values_to_rvs[v].name: v for v in pm_model.value_vars}
+    point, at = {}, 0
+    for stem, size in layout:
+        value = names[stem]
+        point[value.name] = (u[at] if pm_model.values_to_rvs[value].ndim == 0
+                             else u[at:at + size].copy())
+        at += size
+    return point
+
+
+@pytest.mark.parametrize("law_name, likelihood, group_sd, priors, sizes", CASES)
+def test_grouped_kernel_matches_pymc(law_name, likelihood, group_sd, priors, sizes):
+    runs = _runs_for(law_name, sizes[:3])
+    if len(sizes) == 4:  # four groups: ten of mixB's runs become a group of their own
+        frame = grouped_frame(n_runs=sizes[:3])
+        frame.loc[frame.index[frame["mix"] == "mixB"][:10], "mix"] = "mixD"
+        runs = bs.load_runs(frame, group="mix")
+    model = bs.ScalingModel(law_name, likelihood=likelihood, pooling="partial",
+                            group_sd=group_sd, priors=priors)
+    law = model.law
+    assert _fastgroups.supports(law, likelihood) is None
+    names, index = model_module.group_index(runs)
+    centred = model_module.centred_groups(model, index, len(names))
+    if len(sizes) == 3 and law_name == "chinchilla":
+        assert any(c.any() for c in centred.values()) and not all(c.all() for c in centred.values())
+    buf = _fastgroups.make_buffer(law, likelihood, model.priors, model.group_sd,
+                                  model.data_values(runs), index, centred)
+    layout = _fastgroups.variable_layout(law, model.priors, model.group_sd, len(names),
+                                         centred, likelihood)
+    pm_model = model_module.build_partial(model, runs)
+    assert sorted(s for s, _ in layout) == sorted(pm_model.values_to_rvs[v].name
+                                                  for v in pm_model.value_vars)
+    # FAST_COMPILE: a handful of evaluations, no C compilation
+    logp = pm_model.compile_logp(mode="FAST_COMPILE")
+    dlogp = pm_model.compile_dlogp(mode="FAST_COMPILE")
+    recorded = _fastgroups.expanded_layout(law, model.priors, model.group_sd, len(names),
+                                           likelihood)
+    outs = pm_model.replace_rvs_by_values([pm_model[s] for s, _ in recorded])
+    deterministic = pm_model.compile_fn(outs, mode="FAST_COMPILE",
+                                        inputs=pm_model.value_vars, on_unused_input="ignore")
+    order = [v for v in pm_model.value_vars]
+    rng = np.random.default_rng(2)
+    offset = None
+    n_free = sum(size for _, size in layout)
+    for _ in range(4):
+        u = rng.normal(0.0, 0.5, n_free)
+        u[[i for i, (s, size) in enumerate(_positions(layout)) if s == "sigma"]] = math.log(0.03)
+        point = _point(pm_model, layout, u)
+        lp_pymc = float(logp(point))
+        grad_flat = np.asarray(dlogp(point))
+        # dlogp is concatenated in value_vars order: map it to the kernel's layout
+        by_name, at = {}, 0
+        for value in order:
+            size = int(np.size(point[value.name]))
+            by_name[pm_model.values_to_rvs[value].name] = grad_flat[at:at + size]
+            at += size
+        grad_pymc = np.concatenate([by_name[s] for s, _ in layout])
+        lp, grad = _fastgroups.logp_and_grad(law, buf, u)
+        offset = lp - lp_pymc if offset is None else offset   # priors' constants are dropped
+        assert lp - lp_pymc == pytest.approx(offset, abs=1e-9 * max(1.0, abs(lp)))
+        np.testing.assert_allclose(grad, grad_pymc, rtol=1e-9, atol=1e-9)
+        expected = np.concatenate([np.atleast_1d(v) for v in deterministic(point)])
+        np.testing.assert_allclose(_fastgroups.expand(law, buf, u), expected, rtol=1e-12)
+
+
+def _positions(layout):
+    for stem, size in layout:
+        for _ in range(size):
+            yield stem, size
+
+
+def test_a_law_the_kernel_cannot_serve_falls_back_with_a_notice(monkeypatch):
+    runs = _runs_for("chinchilla", (8, 8, 4))
+    model = bs.ScalingModel("chinchilla", pooling="partial")
+    monkeypatch.setattr(_fastgroups, "supports", lambda law, likelihood: "the formula uses xp.erf")
+
+    class Compiled(Exception):
+        pass
+
+    def pymc_route(model, runs):
+        raise Compiled
+
+    monkeypatch.setattr(model_module, "_compiled_partial", pymc_route)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bs.DesignWarning)
+        with pytest.warns(model_module.FastPathWarning,
+                          match=r"no fast grouped density for the chinchilla law \(the formula "
+                                r"uses xp.erf\); sampling PyMC's compiled model"):
+            with pytest.raises(Compiled):
+                model.fit(runs, draws=10, tune=10, chains=1)
