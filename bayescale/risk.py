@@ -383,8 +383,8 @@ def prob_below(fit: "ScalingFit", target: float, flops: object = None, *, params
         and, past the fitted range, the law's own error (the discrepancy δ), no noise.
     mcse : {"ess", "iid", "none"}
         Monte-Carlo standard error of the probability: sd of the per-draw probabilities over
-        sqrt(ESS), with ArviZ's ESS of the mean over (chain, draw) (``"ess"``, about 1 ms per
-        point), or over sqrt(number of draws) (``"iid"``, fast, ignores autocorrelation), or
+        sqrt(ESS), with ArviZ's ESS of the mean over (chain, draw) (``"ess"``, compiled: about
+        0.6 s for 10,000 budgets × 4,000 draws on 2 cores), or over sqrt(number of draws) (``"iid"``, fast, ignores autocorrelation), or
         not computed (``"none"``).
 
     Returns
