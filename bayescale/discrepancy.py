@@ -191,7 +191,7 @@ ROLLING_FRACS = (0.2, 0.35, 0.5)
 #: More inner backtests, where the runs allow (identical splits are fitted once).
 MORE_FRACS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 #: The default fit's inner backtests, likelihood and per-split weight (learned_discrepancy),
-#: chosen on benchmarks/bench_calibration.py (README "Does it forecast well?"): eight inner
+#: chosen on benchmarks/bench_calibration.py (README "Key numbers", docs/trust.md): eight inner
 #: splits, so that inner forecasts as good as the noise pull τ well below the prior median;
 #: the likelihood follows the design (:func:`evidence_model`).
 DEFAULT_FRACS = MORE_FRACS
@@ -220,9 +220,12 @@ def is_isoflop_grid(flops: np.ndarray) -> bool:
     A structural property of the design, read from the data (digitised or scattered runs
     have as many budgets as runs; learning curves one run per compute).
     """
+    from .design import _distinct
+
     flops = np.asarray(flops, dtype=np.float64)
-    flops = flops[np.isfinite(flops)]
-    budgets = np.unique(flops).size
+    flops = flops[np.isfinite(flops) & (flops > 0)]
+    # Budgets equal within 1% are one budget: C = 6·N·D from rounded N and D is never exact.
+    budgets = len(_distinct(flops)) if flops.size else 0
     return budgets >= 3 and 3 * budgets <= flops.size
 
 
@@ -527,8 +530,10 @@ def _law_log_loss(fit: "ScalingFit", theta: Mapping[str, np.ndarray],
     from ._pointwise import fused_log_loss  # numba: on first use
 
     rows = np.broadcast_shapes(*(np.shape(v) for v in log_x.values()))
-    if len(rows) == 2 and rows[1] == 1:
-        n_draws = max(np.size(v) for v in theta.values())
+    n_draws = max((np.size(v) for v in theta.values()), default=0)
+    # The compiled pass wants points down a column and the draws along one row.
+    rowwise = all(np.shape(v) in ((1, n_draws), (n_draws,)) for v in theta.values())
+    if len(rows) == 2 and rows[1] == 1 and rowwise:
         out = (np.empty((rows[0], n_draws)) if workspace is None
                else workspace.array("edge", rows[0], n_draws))
         fused = fused_log_loss(fit.law, theta, fit.reference,

@@ -316,5 +316,8 @@ def test_evidence_model_follows_the_design():
     for flops in (curve, chinchilla, two_budgets, grid[:6]):
         assert not is_isoflop_grid(flops)
         assert evidence_model(flops) == (DEFAULT_LIKELIHOOD, 1.0)
+    # A grid whose compute is 6·N·D of rounded sizes: budgets equal to within 0.5% are one.
+    jitter = np.random.default_rng(0).uniform(-0.005, 0.005, grid.size)
+    assert is_isoflop_grid(grid * (1.0 + jitter))
     # Three budgets of three runs each is the smallest grid; NaN compute is ignored.
     assert is_isoflop_grid(np.append(np.repeat([1e16, 2e16, 4e16], 3), np.nan))
