@@ -75,7 +75,9 @@ def group_view(fit: "ScalingFit", group: object) -> "ScalingFit":
     runs = fit.runs.subset(fit.runs.group_mask(label))
     view = replace(fit, runs=runs, reference=fit.law.reference(runs), posterior=posterior,
                    sample_stats=stats, settings=view_settings(fit, label), discrepancy=None)
-    assert all(n in posterior for n in law_names if fit.priors[n].dist != "Fixed")
+    missing = [n for n in law_names if fit.priors[n].dist != "Fixed" and n not in posterior]
+    if missing:
+        raise ValueError(f"the grouped posterior has no draws of {missing} for group {label!r}")
     try:
         discrepancy = learned_discrepancy(view)
     except Exception as exc:  # as ScalingFit.from_sampler_output: keep the posterior

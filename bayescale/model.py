@@ -654,7 +654,9 @@ def _fit_linked(model: ScalingModel, runs: Runs, *, draws: int, tune: int, chain
     if random_seed is None:
         random_seed = int(np.random.SeedSequence().entropy % (2**31))
     cores = integer("cores", cores, 1) if cores is not None else max(1, min(chains, os.cpu_count() or 1))
-    plain = ScalingModel(model.law, priors=model.priors, likelihood=model.likelihood)
+    # One law for all runs (the link refuses groups unless pooling="complete" was asked for).
+    plain = ScalingModel(model.law, priors=model.priors, likelihood=model.likelihood,
+                         pooling="complete")
     step1 = _step1_runs(runs)
     loss = step1.column("loss")
     metric = runs.outcome("metric")
@@ -961,6 +963,10 @@ def fit_grouped(model: ScalingModel, runs: Runs, pooling: str, *, draws: int, tu
         if check:
             fit.warn_if_unreliable(stacklevel=3)
         return fit
+    if sampler == "pymc":
+        raise ArgumentError("sampler='pymc' is not available with pooling='partial': the "
+                            "hierarchical model is sampled by nutpie; use sampler='nutpie' (the "
+                            "default) or 'nutpie-pymc' (nutpie on the PyMC model)")
     import nutpie
 
     cores = cores or max(1, min(chains, os.cpu_count() or 1))

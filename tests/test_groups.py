@@ -94,6 +94,10 @@ def test_pooling_arguments_are_checked():
     with pytest.raises(ArgumentError, match=r"a metric link is fitted to one group of runs at a "
                                             r"time: pooling across groups \(3 groups"):
         bs.ScalingModel("chinchilla", link="sigmoid", chance=0.25).fit(linked, **FAST)
+    # PyMC's own NUTS does not sample the hierarchical model: said, not silently nutpie.
+    with pytest.raises(ArgumentError, match=r"sampler='pymc' is not available with "
+                                            r"pooling='partial'"):
+        bs.ScalingModel("chinchilla", pooling="partial").fit(grouped, sampler="pymc", tune=0)
 
 
 # -- complete and none ----------------------------------------------------------------------
