@@ -961,6 +961,7 @@ def cmd_compare_groups(args: argparse.Namespace) -> int:
               f"seed {args.seed})...", file=sys.stderr)
         fit = model.fit(runs, draws=args.draws, tune=args.tune, chains=args.chains,
                         random_seed=args.seed, progressbar=not args.no_progress)
+    fit = _hold_inputs(fit, args)       # --unique-tokens and the like, as the other commands
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         table = fit.compare_groups(args.flops, prob=args.prob, confident=args.confident,

@@ -767,6 +767,7 @@ def plot_metric_forecast(fit: "ScalingFit", flops: Any = None, *, kind: str = "o
     -------
     matplotlib.axes.Axes
     """
+    fit, _ = fit.for_presentation()   # a law of extra inputs: held as in plot_fit
     ax = _new_axes(ax)
     budgets = _budgets(flops)
     grid = _compute_grid(fit, budgets, _grid_points(n_points))
