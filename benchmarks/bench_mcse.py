@@ -99,9 +99,10 @@ def main(argv=None) -> pd.DataFrame:
             ("mcse='ess', ArviZ's ESS per point (before)", slow_t, slow_load),
             ("mcse='iid' (no ESS)", iid_t, iid_load),
             ("mcse='ess' with the discrepancy δ (as a default fit)", delta_t, delta_load)):
+        # The agreement with ArviZ was checked on the fit without δ only.
         rows.append({"route": route, "points": args.points, "draws": fit.n_draws,
                      "seconds": seconds, "load_1min": load,
-                     "max_abs_mcse_difference_vs_arviz": agree})
+                     "max_abs_mcse_difference_vs_arviz": np.nan if "δ" in route else agree})
     table = pd.DataFrame(rows)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(RESULTS, index=False, float_format="%.4g")
