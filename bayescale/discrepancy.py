@@ -575,6 +575,79 @@ def discrepancy_shift(fit: "ScalingFit", log_x: Mapping[str, np.ndarray], like: 
     if theta is None or log_loss is None:
         raise ValueError("the improvement discrepancy needs theta= and log_loss=")
     edge = _edge_log_loss(fit, theta, clip_to_range(log_x, discrepancy.log_max), workspace)
+    return _improvement_shift(discrepancy, z, edge, log_loss)
+
+
+def add_discrepancy(fit: "ScalingFit", log_x: Mapping[str, np.ndarray], like: np.ndarray,
+                    theta: Mapping[str, np.ndarray], log_loss: np.ndarray,
+                    workspace: Any = None) -> np.ndarray:
+    """The law's log loss with δ added, in place where ``log_loss`` has the full shape.
+
+    The same δ as :func:`discrepancy_shift`; with points down a column and the draws
+    along a row (the risk routes' layout), the law is evaluated again only at the points
+    past the fitted range, since δ is zero at every point within it (its edge is itself).
+
+    Parameters
+    ----------
+    fit, log_x, like, theta, workspace
+        As for :func:`discrepancy_shift`.
+    log_loss : numpy.ndarray
+        The law's log loss at ``log_x``; updated in place when its shape is the result's.
+
+    Returns
+    -------
+    numpy.ndarray
+        log L + δ (``log_loss`` itself when no δ applies or its shape is the result's).
+    """
+    discrepancy = getattr(fit, "discrepancy", None)
+    if discrepancy is None or discrepancy.tau == 0:
+        return log_loss
+    past = (_points_past_range(log_x, clip_to_range(log_x, discrepancy.log_max), like)
+            if discrepancy.form == "improvement" else None)
+    if past is None or past.all():
+        shift = discrepancy_shift(fit, log_x, like, theta, log_loss, workspace)
+        if shift is None:
+            return log_loss
+        if np.shape(log_loss) == np.broadcast_shapes(np.shape(log_loss), np.shape(shift)):
+            log_loss += shift
+            return log_loss
+        return log_loss + shift
+    rows = np.flatnonzero(past)
+    if rows.size == 0:
+        return log_loss
+    past_x = {name: np.asarray(v)[rows] if np.ndim(v) == 2 and np.shape(v)[0] > 1 else v
+              for name, v in log_x.items()}
+    z = discrepancy_normals(fit).reshape(np.shape(like))
+    edge = _edge_log_loss(fit, theta, clip_to_range(past_x, discrepancy.log_max), workspace)
+    log_loss[rows] += _improvement_shift(discrepancy, z, edge, log_loss[rows])
+    return log_loss
+
+
+def _points_past_range(log_x: Mapping[str, np.ndarray], clipped: Mapping[str, np.ndarray],
+                       like: np.ndarray) -> np.ndarray | None:
+    """Which points (rows) the clip to the fitted range moves, in the points × draws layout.
+
+    None unless every input is a (points, 1) column or a scalar and the draws lie along
+    one row; then a boolean per point (NaN inputs, "not defined", count as unmoved).
+    """
+    columns = [np.asarray(v) for v in log_x.values()]
+    if (np.ndim(like) != 2 or np.shape(like)[0] != 1
+            or not all(c.ndim == 0 or (c.ndim == 2 and c.shape[1] == 1) for c in columns)):
+        return None
+    n_points = max((c.shape[0] for c in columns if c.ndim == 2), default=0)
+    if n_points == 0:
+        return None
+    past = np.zeros(n_points, dtype=bool)
+    for name, value in log_x.items():
+        value, moved = np.asarray(value), np.asarray(clipped[name])
+        changed = (value != moved) & ~(np.isnan(value) & np.isnan(moved))
+        past |= np.broadcast_to(changed.reshape(-1), n_points) if changed.ndim else bool(changed)
+    return past
+
+
+def _improvement_shift(discrepancy: Discrepancy, z: np.ndarray, edge: np.ndarray,
+                       log_loss: np.ndarray) -> np.ndarray:
+    """δ of the "improvement" form from the law's log loss at the point and at its edge."""
     if edge.shape != np.broadcast_shapes(edge.shape, np.shape(log_loss), np.shape(z)):
         edge = np.broadcast_to(edge, np.broadcast_shapes(edge.shape, np.shape(log_loss),
                                                          np.shape(z))).copy()

@@ -47,7 +47,7 @@ import pandas as pd
 from scipy import special
 
 from ._validate import choice, is_scalar, positives, probabilities, probability, real
-from .discrepancy import discrepancy_shift
+from .discrepancy import add_discrepancy, discrepancy_shift
 from .exceptions import ArgumentError, ExtrapolationWarning, UnreachableTargetWarning
 from .forecast import KINDS, draw_rows, extra_input_values, resolve_points, warn_if_extrapolating
 
@@ -156,10 +156,8 @@ def _log_of_loss(fit: "ScalingFit", theta: dict[str, np.ndarray], log_x: dict[st
             log_loss = fit.law.log_loss(theta, log_x, fit.reference, np)
         else:
             log_loss = np.log(loss, out=loss)
-    shift = discrepancy_shift(fit, log_x, _a_parameter(theta), theta, log_loss, workspace)
-    if shift is not None:
-        log_loss += shift
-    return log_loss
+    # δ: the law is evaluated again only at points past the fitted range.
+    return add_discrepancy(fit, log_x, _a_parameter(theta), theta, log_loss, workspace)
 
 
 def _a_parameter(theta: dict[str, np.ndarray]) -> np.ndarray:

@@ -56,3 +56,36 @@ def test_compute_law_on_runs_with_sizes_forecasts_finite_bands(form, tau):
     assert widening[3] > widening[2] > 1.05
     prob = fit.prob_below(2.5, flops=[1e22, 1e26])["prob"].to_numpy()
     assert np.isfinite(prob).all() and prob[1] > prob[0]
+
+
+@pytest.mark.parametrize("law", ["chinchilla", "compute"])
+def test_add_discrepancy_evaluates_only_points_past_the_range_and_equals_the_full_shift(law):
+    # add_discrepancy skips the edge evaluation at points within the fitted range (δ is zero
+    # there); the result must equal log L + discrepancy_shift at every point and draw.
+    from bayescale.discrepancy import add_discrepancy, discrepancy_shift
+
+    runs = bs.load_dataset("chinchilla", drop_highest_loss=5)
+    paper = EPOCH_TRUTH if law == "chinchilla" else {"E": 1.7, "A": 30.0, "alpha": 0.05}
+    fit = synthetic_posterior_fit(runs, paper=paper, spread=0.05, draws=60, law=law)
+    fit = fit.with_discrepancy(default_discrepancy(runs, tau=0.5))
+    theta = {k: v[None, :] for k, v in fit.theta().items()}
+    c = np.geomspace(1e18, 1e26, 41)
+    x = {"flops": np.log(c)[:, None]}
+    if law == "chinchilla":
+        n = np.sqrt(c / 120.0)
+        x.update(params=np.log(n)[:, None], tokens=np.log(c / (6.0 * n))[:, None])
+    else:
+        x.update(params=np.full((c.size, 1), np.nan), tokens=np.full((c.size, 1), np.nan))
+    like = theta["sigma"]
+    log_loss = fit.law.log_loss(theta, x, fit.reference, np)
+    shift = discrepancy_shift(fit, x, like, theta, log_loss)
+    inside = c < 1e21
+    # Within the range the full route's δ is zero up to the last bit of two law evaluations.
+    assert np.abs(shift[inside]).max() < 1e-15 and np.all(np.abs(shift[c > 1e24]).max(axis=1) > 0)
+    got = add_discrepancy(fit, x, like, theta, log_loss.copy())
+    np.testing.assert_allclose(got, log_loss + shift, rtol=1e-14, atol=1e-14)
+    assert np.array_equal(got[inside], log_loss[inside])        # exactly: not evaluated again
+    # All points inside: the law's log loss comes back untouched (no second evaluation).
+    few = {k: v[inside] for k, v in x.items()}
+    untouched = log_loss[inside].copy()
+    assert np.array_equal(add_discrepancy(fit, few, like, theta, untouched), log_loss[inside])
