@@ -728,7 +728,8 @@ def _reach_hours(fit: "ScalingFit", targets: np.ndarray, probs: np.ndarray,
                  inputs: dict[str, object] | None = None) -> np.ndarray:
     """Smallest chip-hours with P(loss ≤ target) ≥ prob when utilization is uncertain:
     bisection in log hours on the utilization-integrated probability (monotone in the
-    budget), per target, vectorised over its confidence levels."""
+    budget), per target, vectorised over its confidence levels. ``inputs``: one value, or
+    one per element of ``targets``."""
     import warnings
 
     from .exceptions import ExtrapolationWarning
@@ -739,12 +740,14 @@ def _reach_hours(fit: "ScalingFit", targets: np.ndarray, probs: np.ndarray,
     for target in np.unique(targets[np.isfinite(flops)]):
         idx = np.flatnonzero((targets == target) & np.isfinite(flops))
         need = probs[idx]
+        held = {name: value if np.ndim(value) == 0 else np.asarray(value)[idx]
+                for name, value in (inputs or {}).items()}
 
         def p_at(log_h: np.ndarray) -> np.ndarray:
             budget = Budget(np.exp(log_h), "gpu_hours", hardware)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExtrapolationWarning)  # the FLOP answer warned
-                return _mixture_prob(fit, float(target), budget, mode, kind, "none", inputs)[0]
+                return _mixture_prob(fit, float(target), budget, mode, kind, "none", held)[0]
 
         lo = np.log(flops[idx] / (per_hour * nodes.max()))
         hi = np.log(flops[idx] / (per_hour * nodes.min()))
@@ -798,9 +801,12 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object, *, mode: s
         table = result.copy()
     flops = table["flops"].to_numpy(dtype=np.float64)
     if hardware.uncertain:
+        # The extra inputs as the table holds them: one value per (target, prob) row.
+        per_row = {name: table[name].to_numpy() if name in table else value
+                   for name, value in (inputs or {}).items()}
         hours = _reach_hours(fit, table["target"].to_numpy(dtype=np.float64),
                              table["prob"].to_numpy(dtype=np.float64), flops, hardware, mode,
-                             kind, inputs)
+                             kind, per_row)
         for unit in unit_list:
             if unit != "flops":
                 table[unit] = hardware.convert(hours, "gpu_hours", unit)

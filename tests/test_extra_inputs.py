@@ -138,3 +138,36 @@ def test_plot_and_cli_say_which_value_they_hold(dc_fit, tmp_path, capsys):
     assert "Forecasts hold" not in out.err
     assert main(["forecast", str(path), "--flops", "1e21"]) == 0
     assert "Forecasts hold unique_tokens = " in capsys.readouterr().err
+
+
+def test_compute_to_reach_in_hours_with_uncertain_utilization_takes_inputs_per_target(dc_fit):
+    # Per-target unique tokens with a utilization range: the chip-hours search must hold each
+    # target's own U (it once passed every target's U to each target's search and failed).
+    hw = bs.Hardware.named("H100 SXM", utilization=(0.3, 0.5), chips=8)
+    targets = [3.0, 3.2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = dc_fit.compute_to_reach(targets, 0.8, units=["flops", "gpu_hours"], hardware=hw,
+                                        unique_tokens=[1e10, 1e11])
+        for row, u in zip(table.itertuples(), [1e10, 1e11]):
+            alone = dc_fit.compute_to_reach(row.target, 0.8, units="gpu_hours", hardware=hw,
+                                            unique_tokens=u)
+            assert alone == pytest.approx(row.gpu_hours, rel=1e-8)
+            # The hours found meet the confidence once utilization is integrated over.
+            budget = bs.Budget(row.gpu_hours * 1.001, "gpu_hours", hw)
+            assert dc_fit.prob_below(row.target, budget, unique_tokens=u) >= 0.8
+    assert list(table["unique_tokens"]) == [1e10, 1e11]
+
+
+def test_headline_of_an_unreachable_target_names_the_data_held_not_e(dc_fit):
+    # With unique tokens held fixed the loss levels off above E: the report must say so,
+    # not blame an irreducible loss the posterior puts well below the target.
+    from bayescale.report import headline
+
+    fit = dc_fit.holding(unique_tokens=1e9)
+    low = PUBLISHED["E"] + 0.02
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sentence = headline(fit, low)
+    assert "out of reach" in sentence
+    assert "unique_tokens = 1e+09 held fixed" in sentence and "irreducible" not in sentence
