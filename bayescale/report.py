@@ -168,6 +168,17 @@ def _figure(figsize: tuple[float, float] = (8.0, 5.0)) -> "Figure":
 
 # -- the headline --------------------------------------------------------------------------
 
+def _out_of_reach_reason(fit: "ScalingFit", target: float) -> str:
+    """Why no compute reaches ``target``: E, or (a law with extra inputs) the data held."""
+    held = getattr(fit, "held_inputs", None) or {}
+    if fit.law.extra_inputs:
+        values = ", ".join(f"{name} = {held[name]:g}" for name in fit.law.extra_inputs
+                           if name in held)
+        return (f"with {values or 'its extra inputs'} held fixed the law's loss levels off "
+                f"above {target:g}")
+    return f"too much posterior mass has the irreducible loss E above {target:g}"
+
+
 def headline(fit: "ScalingFit", target: float | None = None, budget: float | None = None,
              prob: float = 0.8) -> str:
     """The one sentence a lead reads first.
@@ -193,7 +204,7 @@ def headline(fit: "ScalingFit", target: float | None = None, budget: float | Non
             parts.append(f"{level} confidence needs {fmt_flops(need)} FLOPs")
         else:
             parts.append(f"{level} confidence is out of reach at any compute "
-                         f"(too much posterior mass has the irreducible loss E above {target:g})")
+                         f"({_out_of_reach_reason(fit, target)})")
     elif budget is not None:
         table = fit.forecast(flops=[budget], prob=0.9)
         row = table.iloc[0]
@@ -273,7 +284,7 @@ def _budget_headline(fit: "ScalingFit", target: float | None, budget: Any, prob:
             parts.append(f"{level} confidence needs {amounts}")
         else:
             parts.append(f"{level} confidence is out of reach at any compute "
-                         f"(too much posterior mass has the irreducible loss E above {target:g})")
+                         f"({_out_of_reach_reason(fit, target)})")
     else:
         row = fit.forecast(budget, prob=0.9).iloc[0]
         parts.append(f"Forecast loss for {given}: {row['loss_median']:.3f} "
