@@ -55,8 +55,8 @@ import pandas as pd
 
 import bayescale as bs
 from bayescale.backtest import DEFAULT_LEVELS, level_label, score_draws
-from bayescale.discrepancy import (DEFAULT_FRACS, DEFAULT_LIKELIHOOD, DEFAULT_PRIOR_SD, DEFAULT_TAU,
-                                   GRID_LIKELIHOOD, GRID_RHO, MORE_FRACS, ROLLING_FRACS, TAU_GRID,
+from bayescale.discrepancy import (DEFAULT_FRACS, DEFAULT_PRIOR_SD, DEFAULT_TAU,
+                                   GRID_LIKELIHOOD, MORE_FRACS, ROLLING_FRACS, TAU_GRID,
                                    distance_decades, evidence_model, learn_tau, tau_log_likelihood)
 
 ROOT = Path(__file__).resolve().parent

@@ -14,7 +14,7 @@ from scipy import optimize
 import bayescale as bs
 from bayescale.allocation import inference_optimal_draws, optimal_allocation_draws
 from bayescale.cli import main
-from conftest import COMPUTE_TRUTH, EPOCH_TRUTH, synthetic_compute_frame, synthetic_posterior_fit
+from conftest import COMPUTE_TRUTH, synthetic_compute_frame, synthetic_posterior_fit
 
 CHINCHILLA_FLOPS = 5.76e23
 

@@ -14,7 +14,7 @@ from scipy import stats
 import bayescale as bs
 from bayescale.backtest import (crps_draws, log_likelihood, score_draws, split_runs)
 from bayescale.cli import main
-from conftest import COMPUTE_TRUTH, synthetic_compute_frame, quiet_fit
+from conftest import synthetic_compute_frame, quiet_fit
 
 FAST_ARGS = ["--draws", "300", "--tune", "300", "--chains", "2", "--no-progress"]
 

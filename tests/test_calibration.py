@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 import pytest
-from scipy import special, stats
+from scipy import stats
 
 import bayescale as bs
 from bayescale.discrepancy import (Discrepancy, default_discrepancy, discrepancy_normals,
                                    distance_decades)
-from conftest import EPOCH_TRUTH, chinchilla_loss, synthetic_chinchilla_frame, synthetic_posterior_fit
+from conftest import chinchilla_loss, synthetic_chinchilla_frame, synthetic_posterior_fit
 
 TAU = 0.02
 

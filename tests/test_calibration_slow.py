@@ -16,7 +16,7 @@ import pytest
 
 import bayescale as bs
 from bayescale.backtest import score_draws, split_runs
-from bayescale.forecast import loss_draws, resolve_points
+from bayescale.forecast import loss_draws
 from conftest import EPOCH_TRUTH, chinchilla_loss
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -15,12 +15,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
 
 import bayescale as bs
 from bayescale import ConvergenceWarning, DesignWarning, RunDataError
 from bayescale.design import check_design, design_findings, outlier_findings, prior_conflicts
-from conftest import (EPOCH_TRUTH, chinchilla_loss, synthetic_chinchilla_frame,
+from conftest import (chinchilla_loss, synthetic_chinchilla_frame,
                       synthetic_compute_frame, synthetic_posterior_fit)
 
 DRAWS = 2000  # per chain of the synthetic posteriors: i.i.d., so R-hat ≈ 1.000
