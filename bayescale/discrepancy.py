@@ -391,9 +391,11 @@ def tau_log_likelihood(inner: Mapping[str, np.ndarray], power: float = DEFAULT_P
     if likelihood == "learned-rho":
         args = (e, d, np.asarray(inner["noise"], dtype=np.float64), np.asarray(inner["origin"]),
                 np.asarray(taus))
+        from scipy.special import logsumexp
+
         per_rho = np.stack([_shared_log_likelihood(*args, r) for r in RHO_GRID])
-        top = per_rho.max(axis=0)
-        return split_weight * (top + np.log(np.mean(np.exp(per_rho - top), axis=0)))
+        # ρ uniform on its grid: the log of the mean likelihood over the grid.
+        return split_weight * (logsumexp(per_rho, axis=0) - math.log(len(RHO_GRID)))
     if likelihood in ("shared", "mixed"):
         return split_weight * _shared_log_likelihood(
             e, d, np.asarray(inner["noise"], dtype=np.float64), np.asarray(inner["origin"]),

@@ -280,6 +280,20 @@ def test_tau_likelihood_is_the_multivariate_normal_density(likelihood, rho):
     np.testing.assert_allclose(got - got[0], np.array(expected) - expected[0], rtol=1e-6, atol=1e-6)
 
 
+def test_learned_rho_likelihood_averages_the_mixed_one_over_its_grid():
+    """ρ uniform on RHO_GRID, marginalised: the likelihood is the mean of the "mixed" ones."""
+    from bayescale.discrepancy import RHO_GRID, tau_log_likelihood
+
+    rng = np.random.default_rng(5)
+    inner = _inner(rng.normal(0, 0.05, 12), rng.uniform(0.01, 0.1, 12),
+                   origin=np.repeat([0, 1, 2, 3], 3))
+    taus = np.array([0.05, 0.4, 2.0])
+    got = tau_log_likelihood(inner, taus=taus, likelihood="learned-rho")
+    each = np.stack([tau_log_likelihood(inner, taus=taus, likelihood="mixed", rho=r)
+                     for r in RHO_GRID])
+    np.testing.assert_allclose(got, np.log(np.exp(each).mean(axis=0)), rtol=1e-12)
+
+
 def test_learned_tau_follows_the_inner_evidence():
     """Inner forecasts as good as the noise pull τ below the prior median; forecasts off by
     about half the law's promised improvement (in common and per run) push it above."""
