@@ -55,7 +55,6 @@ import numpy as np
 import pandas as pd
 
 from ._validate import positive as _positive
-from .discrepancy import add_discrepancy
 from .exceptions import ModelMismatchError
 from .forecast import loss_draws, resolve_points
 
@@ -256,19 +255,11 @@ def reweighted_objective(log_weights: np.ndarray, values: np.ndarray, objective:
 
 
 def _log_law_at(fit: "FitLike", pool: pd.DataFrame) -> np.ndarray:
-    """The predictive's log mean loss at each candidate, per draw: the law plus the
-    discrepancy δ past the fitted range, shape (candidates, draws).
-
-    The outcomes are simulated with δ (:func:`_simulate`), so the pilot's likelihood must
-    include it too: δ's z is shared by every point of a draw, and a pilot past the data
-    measures it. Without it the weights blamed δ on the law's parameters and the noise.
-    """
+    """The law's log loss at each candidate, per draw: shape (candidates, draws)."""
     log_x = {name: np.log(pool[name].to_numpy(dtype=np.float64))[:, None]
              for name in ("params", "tokens", "flops")}
     theta = {name: values[None, :] for name, values in fit.theta().items()}
-    log_loss = np.asarray(fit.law.log_loss(theta, log_x, fit.reference, np), dtype=np.float64)
-    log_loss = add_discrepancy(fit, log_x, theta["sigma"], theta, log_loss)
-    return np.ascontiguousarray(log_loss)
+    return np.ascontiguousarray(fit.law.log_loss(theta, log_x, fit.reference, np))
 
 
 def _simulate(fit: "FitLike", pool: pd.DataFrame, rows: np.ndarray, seed: int) -> np.ndarray:
