@@ -77,7 +77,9 @@ def test_forecast_invariants(chinchilla_fit):
 
 
 def test_forecast_at_explicit_params_and_tokens(chinchilla_fit):
-    table = chinchilla_fit.forecast(params=[1e9, 1e10], tokens=2e10, kind="mean", prob=0.9)
+    # A 99% band: two 90% bands both cover with probability 0.81 only, and on an AVX-512
+    # machine the same seed's draws give one 90% band that misses by 2e-4.
+    table = chinchilla_fit.forecast(params=[1e9, 1e10], tokens=2e10, kind="mean", prob=0.99)
     truth = EPOCH_TRUTH["E"] + EPOCH_TRUTH["A"] / np.array([1e9, 1e10]) ** EPOCH_TRUTH["alpha"] \
         + EPOCH_TRUTH["B"] / 2e10 ** EPOCH_TRUTH["beta"]
     assert ((table["loss_lower"] <= truth) & (truth <= table["loss_upper"])).all()

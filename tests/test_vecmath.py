@@ -73,5 +73,6 @@ def test_loops_calling_them_are_vectorised():
     _map_exp(a, out)
     _map_log(a, out)
     for fn in (_map_exp, _map_log):
-        assert "<4 x double>" in fn.inspect_llvm(fn.signatures[0]) or \
-            "<2 x double>" in fn.inspect_llvm(fn.signatures[0])
+        llvm = fn.inspect_llvm(fn.signatures[0])
+        # 8 lanes on AVX-512 machines, 4 on AVX2, 2 on SSE.
+        assert any(f"<{lanes} x double>" in llvm for lanes in (8, 4, 2))
