@@ -604,8 +604,10 @@ def add_discrepancy(fit: "ScalingFit", log_x: Mapping[str, np.ndarray], like: np
     discrepancy = getattr(fit, "discrepancy", None)
     if discrepancy is None or discrepancy.tau == 0:
         return log_loss
-    past = (_points_past_range(log_x, clip_to_range(log_x, discrepancy.log_max), like)
-            if discrepancy.form == "improvement" else None)
+    past = None
+    if discrepancy.form == "improvement":
+        clipped = clip_to_range(log_x, discrepancy.log_max)
+        past = _points_past_range(log_x, clipped, like, np.shape(log_loss))
     if past is None or past.all():
         shift = discrepancy_shift(fit, log_x, like, theta, log_loss, workspace)
         if shift is None:
@@ -615,29 +617,29 @@ def add_discrepancy(fit: "ScalingFit", log_x: Mapping[str, np.ndarray], like: np
             return log_loss
         return log_loss + shift
     rows = np.flatnonzero(past)
-    if rows.size == 0:
-        return log_loss
-    past_x = {name: np.asarray(v)[rows] if np.ndim(v) == 2 and np.shape(v)[0] > 1 else v
-              for name, v in log_x.items()}
-    z = discrepancy_normals(fit).reshape(np.shape(like))
-    edge = _edge_log_loss(fit, theta, clip_to_range(past_x, discrepancy.log_max), workspace)
-    log_loss[rows] += _improvement_shift(discrepancy, z, edge, log_loss[rows])
+    if rows.size:
+        edge_x = {name: np.asarray(v)[rows] if np.ndim(v) == 2 and np.shape(v)[0] > 1 else v
+                  for name, v in clipped.items()}
+        z = discrepancy_normals(fit).reshape(np.shape(like))
+        edge = _edge_log_loss(fit, theta, edge_x, workspace)
+        log_loss[rows] += _improvement_shift(discrepancy, z, edge, log_loss[rows])
     return log_loss
 
 
 def _points_past_range(log_x: Mapping[str, np.ndarray], clipped: Mapping[str, np.ndarray],
-                       like: np.ndarray) -> np.ndarray | None:
+                       like: np.ndarray, loss_shape: tuple[int, ...]) -> np.ndarray | None:
     """Which points (rows) the clip to the fitted range moves, in the points × draws layout.
 
-    None unless every input is a (points, 1) column or a scalar and the draws lie along
-    one row; then a boolean per point (NaN inputs, "not defined", count as unmoved).
+    None unless every input is a (points, 1) column or a scalar, the draws lie along one
+    row and the log loss holds one row per point; then a boolean per point (NaN inputs,
+    "not defined", count as unmoved).
     """
     columns = [np.asarray(v) for v in log_x.values()]
     if (np.ndim(like) != 2 or np.shape(like)[0] != 1
             or not all(c.ndim == 0 or (c.ndim == 2 and c.shape[1] == 1) for c in columns)):
         return None
     n_points = max((c.shape[0] for c in columns if c.ndim == 2), default=0)
-    if n_points == 0:
+    if n_points == 0 or len(loss_shape) != 2 or loss_shape[0] != n_points:
         return None
     past = np.zeros(n_points, dtype=bool)
     for name, value in log_x.items():
