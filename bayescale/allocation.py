@@ -20,7 +20,7 @@ import pandas as pd
 
 from ._validate import nonnegative, nonnegatives, positive, positives, probability
 from .discrepancy import discrepancy_shift
-from .exceptions import ArgumentError, ExtrapolationWarning, ModelMismatchError
+from .exceptions import PACKAGE_FILES, ArgumentError, ExtrapolationWarning, ModelMismatchError
 from .risk import prob_below
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ def optimal_allocation(fit: "ScalingFit", flops: object, prob: float = 0.9, *,
         table[f"{name}_upper"] = transform(n_lower if flip else n_upper)
     from .forecast import overflow_to_inf
 
-    loss = overflow_to_inf(summary[:, 3:6], "the loss at the optimum", stacklevel=4)
+    loss = overflow_to_inf(summary[:, 3:6], "the loss at the optimum")
     table["loss_median"], table["loss_lower"], table["loss_upper"] = loss[:, 1], loss[:, 0], loss[:, 2]
     _warn_outside_runs(fit, table["params_median"].to_numpy(), table["tokens_median"].to_numpy())
     table.attrs.update({"prob": float(prob), "law": fit.law.name})
@@ -197,7 +197,7 @@ def _warn_outside_runs(fit: "ScalingFit", params: np.ndarray, tokens: np.ndarray
             warnings.warn(
                 f"the median optimal {symbol} ({far:.3g}) lies outside the {label} of the runs "
                 f"({low:.3g} to {high:.3g}); the split extrapolates the fitted exponents",
-                ExtrapolationWarning, stacklevel=4)
+                ExtrapolationWarning, skip_file_prefixes=PACKAGE_FILES)
 
 
 # -- inference-aware -----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .exceptions import RunDataError
+from .exceptions import PACKAGE_FILES, RunDataError
 
 __all__ = ["Runs", "load_runs", "STANDARD_COLUMNS", "STANDARD_INPUTS", "InputSpec",
            "register_input", "input_spec", "declared_inputs"]
@@ -446,7 +446,7 @@ def load_runs(
                     f"{_FLOPS_MISMATCH_FACTOR:g}x in {bad.size} of {n_rows} rows (first: "
                     f"{_row_label(frame, first)}, flops={c_values[first]:.4g} vs "
                     f"6·N·D={implied[first]:.4g}); check the units of {flops!r}",
-                    UserWarning, stacklevel=2)
+                    UserWarning, skip_file_prefixes=PACKAGE_FILES)
     else:
         with np.errstate(over="ignore", under="ignore"):
             c_values = 6.0 * n_values * d_values

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .data import Runs, input_spec
-from .exceptions import DesignWarning, RunDataError
+from .exceptions import PACKAGE_FILES, DesignWarning, RunDataError
 from .laws import ScalingLaw, get_law
 from .priors import Prior, default_noise_priors
 
@@ -190,8 +190,7 @@ def design_findings(runs: Runs, law: str | ScalingLaw) -> list[DesignFinding]:
     return findings
 
 
-def check_design(runs: Runs, law: str | ScalingLaw, *, warn: bool = True,
-                 stacklevel: int = 1) -> list[DesignFinding]:
+def check_design(runs: Runs, law: str | ScalingLaw, *, warn: bool = True) -> list[DesignFinding]:
     """Run :func:`design_findings` and emit one :class:`DesignWarning` per finding.
 
     Parameters
@@ -199,9 +198,8 @@ def check_design(runs: Runs, law: str | ScalingLaw, *, warn: bool = True,
     runs : Runs
     law : str or ScalingLaw
     warn : bool
-        Emit the warnings (errors are raised either way).
-    stacklevel : int
-        1 points the warnings at the line calling this function, 2 at its caller's caller.
+        Emit the warnings (errors are raised either way); they point at the first line
+        outside the package.
 
     Returns
     -------
@@ -215,7 +213,7 @@ def check_design(runs: Runs, law: str | ScalingLaw, *, warn: bool = True,
     findings = design_findings(runs, law)
     if warn:
         for finding in findings:
-            warnings.warn(finding.message, DesignWarning, stacklevel=stacklevel + 1)
+            warnings.warn(finding.message, DesignWarning, skip_file_prefixes=PACKAGE_FILES)
     return findings
 
 
@@ -287,14 +285,11 @@ def _outlier_findings(fit: "ScalingFit", sds: float = OUTLIER_SDS) -> list[Desig
         f"{effect}"))]
 
 
-def warn_outliers(fit: "ScalingFit", stacklevel: int = 1) -> list[DesignFinding]:
-    """Emit a :class:`DesignWarning` for the runs :func:`outlier_findings` flags.
-
-    ``stacklevel`` as in :func:`check_design`.
-    """
+def warn_outliers(fit: "ScalingFit") -> list[DesignFinding]:
+    """Emit a :class:`DesignWarning` for the runs :func:`outlier_findings` flags."""
     findings = outlier_findings(fit)
     for finding in findings:
-        warnings.warn(finding.message, DesignWarning, stacklevel=stacklevel + 1)
+        warnings.warn(finding.message, DesignWarning, skip_file_prefixes=PACKAGE_FILES)
     return findings
 
 

@@ -48,7 +48,7 @@ import pandas as pd
 import xarray as xr
 
 from ._validate import choice, is_scalar, probabilities, probability, reals, seed
-from .exceptions import ArgumentError, DesignWarning, UnreachableTargetWarning
+from .exceptions import PACKAGE_FILES, ArgumentError, DesignWarning, UnreachableTargetWarning
 from .priors import Prior
 
 if TYPE_CHECKING:
@@ -238,11 +238,11 @@ def link_findings(link: LinkPosterior) -> list[str]:
             "none) and the point of emergence is the prior's, not the data's"]
 
 
-def warn_link_findings(link: LinkPosterior, stacklevel: int = 2) -> list[str]:
+def warn_link_findings(link: LinkPosterior) -> list[str]:
     """Emit each of :func:`link_findings` as a :class:`DesignWarning`; return them."""
     findings = link_findings(link)
     for message in findings:
-        warnings.warn(message, DesignWarning, stacklevel=stacklevel + 1)
+        warnings.warn(message, DesignWarning, skip_file_prefixes=PACKAGE_FILES)
     return findings
 
 
@@ -338,7 +338,7 @@ def forecast_metric_table(fit: "ScalingFit", flops: object = None, params: objec
     random_seed = seed("random_seed", random_seed)
     link = _link(fit)
     points = _points(fit, flops, params, tokens, inputs)
-    warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
+    warn_if_extrapolating(fit, points["flops"].to_numpy())
     draws = metric_draws(fit, points, kind=kind, random_seed=random_seed)
     loss = _link_inputs(fit, points, kind, random_seed)
     tail = (1.0 - prob) / 2.0
@@ -428,7 +428,7 @@ def compute_to_reach_metric(fit: "ScalingFit", target: object, prob: object = 0.
                 warnings.warn(f"P({_link(fit).metric_name} ≥ {t:g}) stays below {p:g} up to "
                               f"{10 ** hi:.3g} FLOPs (max {on_grid.max():.3f}): out of reach "
                               "for this posterior (the ceiling or the law's floor is in the "
-                              "way)", UnreachableTargetWarning, stacklevel=3)
+                              "way)", UnreachableTargetWarning, skip_file_prefixes=PACKAGE_FILES)
                 rows.append((float(t), float(p), math.inf))
                 continue
             i = int(hit[0])

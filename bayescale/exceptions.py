@@ -6,6 +6,13 @@ caller can catch the package's errors without catching unrelated bugs.
 
 from __future__ import annotations
 
+import os
+
+#: Warnings skip the frames of the package's own files, so that a warning points at the
+#: user's line whatever the depth of the call inside the package (``warnings.warn``'s
+#: ``skip_file_prefixes``, Python ≥ 3.12).
+PACKAGE_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep,)
+
 __all__ = [
     "BayescaleError",
     "RunDataError",

@@ -19,7 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from .data import Runs
-from .exceptions import ArgumentError, ConvergenceWarning
+from .exceptions import PACKAGE_FILES, ArgumentError, ConvergenceWarning
 from .laws import ScalingLaw
 from .priors import Prior
 
@@ -447,11 +447,12 @@ class ScalingFit:
                            mean_tree_depth=depth, mean_step_size=step, problems=problems,
                            design=[finding.message for finding in fit_design_findings(self)])
 
-    def warn_if_unreliable(self, stacklevel: int = 2) -> Diagnostics:
-        """Emit one :class:`ConvergenceWarning` per failed diagnostic; return the diagnostics."""
+    def warn_if_unreliable(self) -> Diagnostics:
+        """Emit one :class:`ConvergenceWarning` per failed diagnostic (pointing at the first
+        line outside the package); return the diagnostics."""
         diagnostics = self.diagnostics()
         for problem in diagnostics.problems:
-            warnings.warn(problem, ConvergenceWarning, stacklevel=stacklevel + 1)
+            warnings.warn(problem, ConvergenceWarning, skip_file_prefixes=PACKAGE_FILES)
         return diagnostics
 
     # -- analysis (delegating) ---------------------------------------------------------

@@ -27,7 +27,8 @@ import pandas as pd
 from ._validate import choice, positives, probability, seed
 from .data import declared_inputs
 from .discrepancy import discrepancy_shift
-from .exceptions import ArgumentError, ExtrapolationWarning, ModelMismatchError, NonFiniteWarning
+from .exceptions import (PACKAGE_FILES, ArgumentError, ExtrapolationWarning, ModelMismatchError,
+                         NonFiniteWarning)
 
 if TYPE_CHECKING:
     from ._protocols import FitLike as ScalingFit  # what fit.ScalingFit provides
@@ -231,7 +232,7 @@ def loss_draws(fit: "ScalingFit", points: pd.DataFrame, kind: str = "observed",
     return loss
 
 
-def overflow_to_inf(values: np.ndarray, what: str, stacklevel: int = 3) -> np.ndarray:
+def overflow_to_inf(values: np.ndarray, what: str) -> np.ndarray:
     """Summaries of draws that overflowed: NaN (inf − inf between two infinite draws) is inf.
 
     Loss and compute are sums of positive terms, so a draw that overflows float64 is a value
@@ -245,11 +246,11 @@ def overflow_to_inf(values: np.ndarray, what: str, stacklevel: int = 3) -> np.nd
                   f"{int(bad.any(axis=-1).sum()) if values.ndim > 1 else int(bad.sum())} "
                   "point(s): the table shows inf there; the law's parameters in those draws "
                   "(often a prior far wider than the data) make the loss astronomically large",
-                  NonFiniteWarning, stacklevel=stacklevel)
+                  NonFiniteWarning, skip_file_prefixes=PACKAGE_FILES)
     return values
 
 
-def warn_if_extrapolating(fit: "ScalingFit", flops: np.ndarray, stacklevel: int = 3) -> None:
+def warn_if_extrapolating(fit: "ScalingFit", flops: np.ndarray) -> None:
     """Warn when a point lies more than EXTRAPOLATION_DECADES past the largest run's compute."""
     largest = float(fit.runs.frame["flops"].max())
     decades = np.log10(np.max(flops) / largest) if len(flops) else -math.inf
@@ -258,7 +259,7 @@ def warn_if_extrapolating(fit: "ScalingFit", flops: np.ndarray, stacklevel: int 
             f"forecasting {decades:.1f} decades of compute past the largest run "
             f"({largest:.3g} FLOPs); the bands' allowance for the law's own error there is "
             "extrapolated from errors at shorter distances, which the data cannot check",
-            ExtrapolationWarning, stacklevel=stacklevel)
+            ExtrapolationWarning, skip_file_prefixes=PACKAGE_FILES)
 
 
 def forecast_table(fit: "ScalingFit", flops: object = None, params: object = None,
@@ -272,7 +273,7 @@ def forecast_table(fit: "ScalingFit", flops: object = None, params: object = Non
     choice("kind", kind, KINDS)
     random_seed = seed("random_seed", random_seed)
     points = resolve_points(fit, flops=flops, params=params, tokens=tokens, inputs=inputs)
-    warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
+    warn_if_extrapolating(fit, points["flops"].to_numpy())
     _check_inputs(fit, points)
     from ._pointwise import Workspace, map_point_chunks, row_quantiles  # numba: on first use
 
@@ -297,7 +298,7 @@ def forecast_table(fit: "ScalingFit", flops: object = None, params: object = Non
         return np.column_stack([loss.mean(axis=1), row_quantiles(loss, levels)])
 
     summary = np.concatenate(map_point_chunks(chunk_summary, len(points), fit.n_draws))
-    summary = overflow_to_inf(summary, "the forecast loss", stacklevel=4)
+    summary = overflow_to_inf(summary, "the forecast loss")
     table = points.assign(loss_mean=summary[:, 0], loss_median=summary[:, 2],
                           loss_lower=summary[:, 1], loss_upper=summary[:, 3])
     table.attrs.update({"prob": float(prob), "kind": kind, "law": fit.law.name})

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from .data import Runs, load_runs
-from .exceptions import FitFileError, RunDataError
+from .exceptions import PACKAGE_FILES, FitFileError, RunDataError
 
 if TYPE_CHECKING:
     from .fit import ScalingFit
@@ -531,7 +531,7 @@ def fit_runs(runs: Sequence[Runs], law: "str | ScalingLaw" = "chinchilla", *,
     outcomes = _execute(tasks, parallel, client, max_workers, start_method, None, progressbar)
     for outcome in outcomes:
         for category, message in outcome.warnings:
-            warnings.warn(message, _warning_class(category), stacklevel=2)
+            warnings.warn(message, _warning_class(category), skip_file_prefixes=PACKAGE_FILES)
     return [o.fit if o.failure is None else o.failure for o in outcomes]
 
 
@@ -725,7 +725,7 @@ def fit_many(data: pd.DataFrame | str | PathLike[str], by: str | Sequence[str],
                                                    "flops": flops, "loss": loss}}
     collection = FitCollection._from_outcomes(by_list, outcomes, settings,
                                               {t.position: t.seed for t, _ in tasks})
-    collection._warn(stacklevel=2)
+    collection._warn()
     return collection
 
 
@@ -820,14 +820,15 @@ class FitCollection(Mapping):
         parts = key if isinstance(key, tuple) else (key,)
         return dict(zip(self.by, parts))
 
-    def _warn(self, stacklevel: int = 2) -> None:
+    def _warn(self) -> None:
         if self.failures:
             shown = "; ".join(f"{_describe(k, self.by)}: {f}" for k, f in
                               list(self.failures.items())[:3])
             more = f" and {len(self.failures) - 3} more" if len(self.failures) > 3 else ""
             warnings.warn(f"{len(self.failures)} of {len(self.groups)} groups could not be fitted "
                           f"({shown}{more}); the other fits are kept, the errors are in "
-                          "FitCollection.failures", GroupFailureWarning, stacklevel=stacklevel + 1)
+                          "FitCollection.failures", GroupFailureWarning,
+                          skip_file_prefixes=PACKAGE_FILES)
         by_category: dict[str, list[Key]] = {}
         for key, messages in self.warnings.items():
             for category in dict.fromkeys(m.split(":", 1)[0] for m in messages):
@@ -837,7 +838,7 @@ class FitCollection(Mapping):
             more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
             warnings.warn(f"{category} in {len(keys)} of {len(self.groups)} groups ({names}{more}); "
                           "the messages are in FitCollection.warnings",
-                          _warning_class(category), stacklevel=stacklevel + 1)
+                          _warning_class(category), skip_file_prefixes=PACKAGE_FILES)
 
     # -- tables across groups ----------------------------------------------------------
 

@@ -27,7 +27,8 @@ import numpy as np
 from .data import Runs
 from .design import check_design, warn_outliers
 from ._validate import choice, integer, mapping, seed
-from .exceptions import ArgumentError, ArgumentTypeError, PriorError, RunDataError, SamplingError
+from .exceptions import (PACKAGE_FILES, ArgumentError, ArgumentTypeError, PriorError, RunDataError,
+                         SamplingError)
 from .laws import ScalingLaw, get_law
 from ._groupkind import group_kind
 from .priors import Prior, default_noise_priors, priors_to_json
@@ -230,7 +231,7 @@ class ScalingModel:
         if reason is not None:
             warnings.warn(f"no fast density for the {self.law.name} law ({reason}); sampling "
                           "PyMC's compiled model instead, which takes 10-40 s to compile in "
-                          "each new process", FastPathWarning, stacklevel=4)
+                          "each new process", FastPathWarning, skip_file_prefixes=PACKAGE_FILES)
             return None
         sampled = self.sampled_parameters()
         buf = _fastlogp.make_buffer(self.law, self.likelihood, self.priors, sampled,
@@ -320,7 +321,7 @@ class ScalingModel:
             return fit_grouped(self, runs, pooling, draws=draws, tune=tune, chains=chains,
                                random_seed=random_seed, progressbar=progressbar,
                                sampler=sampler, cores=cores, check=check)
-        check_design(runs, self.law, warn=check, stacklevel=2)  # RunDataError if nothing can be fitted
+        check_design(runs, self.law, warn=check)  # RunDataError if nothing can be fitted
         self._check_start(runs)
         if random_seed is None:
             random_seed = int(np.random.SeedSequence().entropy % (2**31))
@@ -351,8 +352,8 @@ class ScalingModel:
                     "sampler": sampler, "random_seed": int(random_seed), "seconds": seconds}
         fit = ScalingFit.from_sampler_output(self, runs, tree, settings)
         if check:
-            fit.warn_if_unreliable(stacklevel=3)
-            warn_outliers(fit, stacklevel=2)
+            fit.warn_if_unreliable()
+            warn_outliers(fit)
         return fit
 
     # -- sampler failures --------------------------------------------------------------
@@ -671,7 +672,7 @@ def _fit_linked(model: ScalingModel, runs: Runs, *, draws: int, tune: int, chain
                             **{**settings, "random_seed": random_seed + 1})
     else:
         plain._check_runs(step1)
-        check_design(step1, plain.law, warn=check, stacklevel=3)
+        check_design(step1, plain.law, warn=check)
         plain._check_start(step1)
         joint = plain.build(step1)
         with joint:
@@ -690,8 +691,8 @@ def _fit_linked(model: ScalingModel, runs: Runs, *, draws: int, tune: int, chain
                                  "sampler": sampler, "random_seed": random_seed,
                                  "seconds": time.perf_counter() - start})
         if check:
-            fit.warn_if_unreliable(stacklevel=3)
-            warn_outliers(fit, stacklevel=3)
+            fit.warn_if_unreliable()
+            warn_outliers(fit)
     posterior = tree["posterior"].to_dataset()[list(LINK_PARAMETERS)]
     posterior = posterior.drop_vars([c for c in posterior.coords if c not in ("chain", "draw")])
     link = LinkPosterior(posterior=posterior, chance=float(model.chance),
@@ -710,8 +711,8 @@ def _fit_linked(model: ScalingModel, runs: Runs, *, draws: int, tune: int, chain
         if chains > 1 and bad:
             warnings.warn(f"the metric link's R-hat exceeds {RHAT_MAX} for {', '.join(bad)}: "
                           "its chains disagree; run more tuning and draws", ConvergenceWarning,
-                          stacklevel=3)
-        warn_link_findings(link, stacklevel=3)
+                          skip_file_prefixes=PACKAGE_FILES)
+        warn_link_findings(link)
     return fit
 
 
@@ -860,7 +861,7 @@ def _fast_partial(model: ScalingModel, runs: Runs):
     if reason is not None:
         warnings.warn(f"no fast grouped density for the {model.law.name} law ({reason}); "
                       "sampling PyMC's compiled model instead, which takes 20-70 s to compile "
-                      "in each new process", FastPathWarning, stacklevel=4)
+                      "in each new process", FastPathWarning, skip_file_prefixes=PACKAGE_FILES)
         return None
     names, index = group_index(runs)
     centred = centred_groups(model, index, len(names))
@@ -937,7 +938,7 @@ def fit_grouped(model: ScalingModel, runs: Runs, pooling: str, *, draws: int, tu
         warnings.warn(f"group(s) {', '.join(small)} have fewer runs than the {model.law.name} "
                       f"law has parameters ({model.law.n_parameters}): their parameters come "
                       "mostly from the other groups (partial pooling); their bands say so",
-                      DesignWarning, stacklevel=3)
+                      DesignWarning, skip_file_prefixes=PACKAGE_FILES)
     if random_seed is None:
         random_seed = int(np.random.SeedSequence().entropy % (2**31))
     base = {"draws": int(draws), "tune": int(tune), "chains": int(chains),
@@ -961,7 +962,7 @@ def fit_grouped(model: ScalingModel, runs: Runs, pooling: str, *, draws: int, tu
         fit.__dict__["_group_views"] = {str(n): replace_settings(f, fit, n)
                                         for n, f in zip(names, fits)}
         if check:
-            fit.warn_if_unreliable(stacklevel=3)
+            fit.warn_if_unreliable()
         return fit
     if sampler == "pymc":
         raise ArgumentError("sampler='pymc' is not available with pooling='partial': the "
@@ -1027,7 +1028,7 @@ def fit_grouped(model: ScalingModel, runs: Runs, pooling: str, *, draws: int, tu
                      runs=runs, reference=shared_ref, posterior=posterior,
                      sample_stats=xr.Dataset(stats), settings=settings, discrepancy=None)
     if check:
-        fit.warn_if_unreliable(stacklevel=3)
+        fit.warn_if_unreliable()
     return fit
 
 

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from ._validate import positive as _positive
-from .exceptions import ModelMismatchError
+from .exceptions import PACKAGE_FILES, ModelMismatchError
 from .forecast import loss_draws, resolve_points
 
 if TYPE_CHECKING:
@@ -428,7 +428,7 @@ def plan_runs(fit: "FitLike", target_flops: float, candidates: pd.DataFrame | No
     picks = candidates_picks[rule]
     if len(picks) < k:
         warnings.warn(f"only {len(picks)} of k={k} pilots fit the budget {budget:.3g}",
-                      PlanWarning, stacklevel=3)
+                      PlanWarning, skip_file_prefixes=PACKAGE_FILES)
 
     ranking["pick"] = 0
     ranking["khat"] = np.nan
@@ -451,7 +451,8 @@ def plan_runs(fit: "FitLike", target_flops: float, candidates: pd.DataFrame | No
                       f"rests on few effective draws (median ESS < {ESS_WARN:.0f} or Pareto k > "
                       f"{KHAT_WARN}): the pilot would teach the fit more than its draws can "
                       "represent, so its expected reduction is less certain than its mcse; "
-                      "refit with more draws, or train it and refit", PlanWarning, stacklevel=3)
+                      "refit with more draws, or train it and refit", PlanWarning,
+                      skip_file_prefixes=PACKAGE_FILES)
     # The picks first, in order; then the rest by reduction per unit cost.
     key = np.where(ranking["pick"] > 0, ranking["pick"], np.inf)
     ranking = ranking.assign(_key=key).sort_values(["_key", "per_cost"], ascending=[True, False],

@@ -48,7 +48,7 @@ from scipy import special
 
 from ._validate import choice, is_scalar, positives, probabilities, probability, real
 from .discrepancy import add_discrepancy, discrepancy_shift
-from .exceptions import ArgumentError, ExtrapolationWarning, UnreachableTargetWarning
+from .exceptions import PACKAGE_FILES, ArgumentError, ExtrapolationWarning, UnreachableTargetWarning
 from .forecast import KINDS, draw_rows, extra_input_values, resolve_points, warn_if_extrapolating
 
 if TYPE_CHECKING:
@@ -407,7 +407,7 @@ def prob_below(fit: "ScalingFit", target: float, flops: object = None, *, params
     _check_choice("mcse", mcse, MCSE_METHODS)
     scalar = all(v is None or is_scalar(v) for v in (flops, params, tokens))
     points = _points(fit, flops, params, tokens, mode, inputs)
-    warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
+    warn_if_extrapolating(fit, points["flops"].to_numpy())
     log_target = math.log(target)
     from ._pointwise import map_point_chunks, noise_cdf_rows  # numba: on first use
 
@@ -546,16 +546,16 @@ def compute_to_reach(fit: "ScalingFit", target: object, prob: object = 0.8, *,
                       f"{probs[first]:g} already at {math.exp(_SEARCH_LOG_FLOPS[0]):g} FLOP, the "
                       "bottom of the search range: any budget reaches it, and the law was not "
                       "fitted anywhere near that small; returning 1 FLOP",
-                      ExtrapolationWarning, stacklevel=3)
+                      ExtrapolationWarning, skip_file_prefixes=PACKAGE_FILES)
     for t in np.unique(targets[~reachable]):
         # One warning per target, at the lowest confidence it fails (higher ones fail too).
         worst = np.flatnonzero(~reachable & (targets == t))
         k = worst[np.argmin(probs[worst])]
         warnings.warn(_unreachable_message(fit, t, probs[k], limit[k], kind,
                                            {name: float(v[k]) for name, v in extras.items()}),
-                      UnreachableTargetWarning, stacklevel=3)
+                      UnreachableTargetWarning, skip_file_prefixes=PACKAGE_FILES)
     finite = flops[np.isfinite(flops)]
-    warn_if_extrapolating(fit, finite, stacklevel=4)
+    warn_if_extrapolating(fit, finite)
     if scalar:
         return float(flops[0])
     table = pd.DataFrame({"target": targets, "prob": probs, "flops": flops,
@@ -692,7 +692,7 @@ def risk_table(fit: "ScalingFit", targets: object, budgets: object, *, mode: str
     _check_choice("kind", kind, KINDS)
     targets = positives("targets", targets)
     points = _points(fit, budgets, None, None, mode, inputs)
-    warn_if_extrapolating(fit, points["flops"].to_numpy(), stacklevel=4)
+    warn_if_extrapolating(fit, points["flops"].to_numpy())
     mu = _nan_to_inf(_mean_log_loss(fit, points, mode))
     values, mcse_max = [], 0.0
     for t in targets:

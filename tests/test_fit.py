@@ -182,3 +182,18 @@ def test_pymc_sampler_fallback(synthetic_runs):
     summary = fit.summary()
     assert inside(summary, "alpha", EPOCH_TRUTH["alpha"])
     assert fit.settings["sampler"] == "pymc"
+
+
+def test_warnings_point_at_the_callers_line_through_every_route(chinchilla_fit):
+    # Warnings skip the package's frames: through the group= wrapper of the fit's methods
+    # they once pointed at bayescale/fit.py ("return method(self, *args, **kwargs)").
+    from bayescale import risk
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        chinchilla_fit.forecast(flops=[1e27])
+        chinchilla_fit.optimal_allocation(flops=[1e27])
+        chinchilla_fit.compute_to_reach(1.0001, prob=0.99)
+        risk.prob_below(chinchilla_fit, 2.0, flops=[1e27])
+    assert {w.category for w in record} >= {bs.ExtrapolationWarning, bs.UnreachableTargetWarning}
+    assert [w.filename for w in record] == [__file__] * len(record)
