@@ -6,7 +6,8 @@ module writes the same density as numba source, as :mod:`bayescale._fastlogp` do
 group: the law's log loss and its gradient come from :func:`bayescale._derive.emit_log_loss`
 (run once per group inside a loop over groups), and the population layer (each parameter's
 population value with the law's prior, its spread with a HalfNormal prior, and per group a
-centred value or a non-centred offset) is generic code below. It is compiled with
+centred value or a non-centred offset; the population value itself is an offset from the
+centred groups' mean where :func:`population_offset` says so) is generic code below. It is compiled with
 ``cache=True``, so a new process loads machine code, and a new data set or a new number of
 groups is only a new float64 buffer. ``tests/test_groups_kernel.py`` checks log density and
 gradient against PyMC's model of the same runs.
@@ -35,27 +36,51 @@ import numpy as np
 
 from ._groupkind import group_kind
 from ._derive import NotTraceable, emit_log_loss, indent, load_generated
-from ._fastlogp import (LIKELIHOOD_CODES, LOG, PRIOR_CODES, _constrain, _prior,
+from ._fastlogp import (IDENTITY, LIKELIHOOD_CODES, LOG, PRIOR_CODES, _constrain, _prior,
                         _prior_params, _transform, prior_centre, unconstrain)
 
 __all__ = ["supports", "make_buffer", "logp_and_grad", "nutpie_model", "variable_layout",
-           "expand"]
+           "expand", "population_offset"]
 
 HEADER = 8   # likelihood, n, n_dim, G, n_expanded, then unused
 SLOT = 18
 # Slot fields: 0 free index of the population value (-1: fixed), 1 prior code, 2-5 prior
 # parameters, 6 transform, 7 lower, 8 upper, 9 fixed value, 10 varies between groups,
 # 11 on the log scale, 12 free index of the spread, 13 the spread prior's sd,
-# 14 expanded index of the value, 15 of the spread, 16 of the first group's value.
+# 14 expanded index of the value, 15 of the spread, 16 of the first group's value,
+# 17 the population value is an offset w from the centred groups' mean (population_offset).
+
+
+def population_offset(kind: str, prior: Any, sd: float, centred: np.ndarray) -> bool:
+    """Whether the population value of a varying parameter is sampled as an offset ``w``
+    from the mean of the groups sampled centred: value = mean + spread·w/sqrt(n centred).
+
+    With few groups the spread is poorly known, and a population value sampled directly is
+    pinned to the centred groups' mean within spread/sqrt(n): a funnel in (value, log
+    spread) that NUTS diverges in. In ``w`` the layer is a standard normal whatever the
+    spread. Done where the value's unconstrained coordinate is the scale it varies on (a
+    Normal or StudentT prior for a linear parameter, a log-transformed prior for a log one),
+    so the law's prior applies unchanged; else (E_fraction's Beta prior) the value is
+    sampled directly. ``kind`` is :func:`~bayescale._groupkind.group_kind`.
+    """
+    if sd <= 0 or prior.dist == "Fixed" or not np.any(centred):
+        return False
+    transform = _transform(prior)[0]
+    return transform == (IDENTITY if kind == "linear" else LOG)
+
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _population(u, grad, buf, K, G, th, dcentre, spread, tables):
+def _population(u, grad, buf, K, G, th, dcentre, spread, tables, pop):
     """Log density of the population layer and every group's coordinate ``th[g, k]``.
 
     Adds the layer's gradient to ``grad``; ``dcentre[k]`` is d(centre)/du of the population
-    value and ``spread[k]`` the spread (kept for the chain rule after the law's part).
-    Returns -inf for a value outside its support (an overflowed transform).
+    value and ``spread[k]`` the spread (kept for the chain rule after the law's part). For a
+    population value sampled as an offset (slot field 17) the gradient of its unconstrained
+    coordinate collects in ``grad[index]`` until :func:`_population_offsets` converts it;
+    ``pop[0, k]`` is that coordinate, ``pop[1, k]`` d coordinate / dw, ``pop[2, k]`` the
+    coordinate minus the centred groups' mean. Returns -inf for a value outside its support
+    (an overflowed transform).
     """
     logp = 0.0
     for k in range(K):
@@ -68,17 +93,34 @@ def _population(u, grad, buf, K, G, th, dcentre, spread, tables):
             dcentre[k] = 0.0
         else:
             transform = int(buf[base + 6])
-            x, log_x, dx, log_jac, dlog_jac = _constrain(u[index], transform, buf[base + 7],
+            upop = u[index]
+            if buf[base + 17] > 0:      # offset from the centred groups' mean
+                sd_index = int(buf[base + 12])
+                mean = 0.0
+                count = 0
+                for g in range(G):
+                    if buf[tables + K * G + k * G + g] > 0:
+                        mean += u[int(buf[tables + k * G + g])]
+                        count += 1
+                mean /= count
+                scale = math.exp(u[sd_index]) / math.sqrt(count)
+                upop = mean + scale * u[index]
+                logp += math.log(scale)       # log |d upop / dw|
+                grad[sd_index] += 1.0
+                pop[1, k] = scale
+                pop[2, k] = upop - mean
+            pop[0, k] = upop
+            x, log_x, dx, log_jac, dlog_jac = _constrain(upop, transform, buf[base + 7],
                                                          buf[base + 8])
             lp, dlp = _prior(int(buf[base + 1]), buf[base + 2], buf[base + 3], buf[base + 4],
-                             buf[base + 5], x, log_x, u[index], transform)
+                             buf[base + 5], x, log_x, upop, transform)
             logp += lp + log_jac
             grad[index] += dlp * dx + dlog_jac
             if log_scale:
                 if not x > 0.0:
                     return -math.inf
                 if transform == LOG:
-                    centre, dcentre[k] = u[index], 1.0
+                    centre, dcentre[k] = upop, 1.0
                 else:
                     centre, dcentre[k] = math.log(x), dx / x
             else:
@@ -113,6 +155,27 @@ def _population(u, grad, buf, K, G, th, dcentre, spread, tables):
                 grad[free] -= z
                 th[g, k] = centre + s * z
     return logp
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _population_offsets(grad, buf, K, G, tables, pop):
+    """Chain rule from d logp / d (population coordinate), collected in ``grad[index]``, to
+    the offset w, the spread and the centred groups (slot field 17)."""
+    for k in range(K):
+        base = HEADER + SLOT * k
+        if buf[base + 17] <= 0:
+            continue
+        index = int(buf[base])
+        d = grad[index]
+        grad[index] = d * pop[1, k]
+        grad[int(buf[base + 12])] += d * pop[2, k]
+        count = 0
+        for g in range(G):
+            if buf[tables + K * G + k * G + g] > 0:
+                count += 1
+        for g in range(G):
+            if buf[tables + K * G + k * G + g] > 0:
+                grad[int(buf[tables + k * G + g])] += d / count
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -218,14 +281,17 @@ def variable_layout(law: Any, priors: Mapping[str, Any], group_sd: Mapping[str, 
                     likelihood: str) -> list[tuple[str, int]]:
     """The free variables in kernel order, as (PyMC value-variable stem, size).
 
-    Names follow :func:`bayescale.model.build_partial`: ``pop_<name>``, ``popsd_<name>``,
-    ``z_<name>`` (non-centred groups), ``raw_<name>`` (centred groups), ``sigma``, ``nu``.
+    Names follow :func:`bayescale.model.build_partial`: ``pop_<name>`` (or ``popw_<name>``,
+    an offset: :func:`population_offset`), ``popsd_<name>``, ``z_<name>`` (non-centred
+    groups), ``raw_<name>`` (centred groups), ``sigma``, ``nu``.
     """
     layout: list[tuple[str, int]] = []
     for name in law.parameter_domains:
         prior = priors[name]
         if prior.dist != "Fixed":
-            layout.append((f"pop_{name}", 1))
+            offset = population_offset(group_kind(law, name), prior, group_sd[name],
+                                       centred[name])
+            layout.append((f"popw_{name}" if offset else f"pop_{name}", 1))
         if group_sd[name] > 0 and prior.dist != "Fixed":
             many = int(np.count_nonzero(centred[name]))
             layout.append((f"popsd_{name}", 1))
@@ -300,7 +366,11 @@ def make_buffer(law: Any, likelihood: str, priors: Mapping[str, Any],
             buf[base + 9] = prior.params["value"] if prior is not None and prior.dist == "Fixed" else 1.0
         else:
             transform, lower, upper = _transform(prior)
-            buf[base:base + 9] = [free_start[f"pop_{name}" if k < k_law else name],
+            offset = k < k_law and population_offset(group_kind(law, name), prior,
+                                                     group_sd[name], centred[name])
+            buf[base + 17] = 1.0 if offset else 0.0
+            stem = name if k >= k_law else f"popw_{name}" if offset else f"pop_{name}"
+            buf[base:base + 9] = [free_start[stem],
                                   PRIOR_CODES[prior.dist], *_prior_params(prior), transform,
                                   lower, upper]
             buf[base + 14] = expanded[f"pop_{name}" if k < k_law else name]
@@ -349,7 +419,8 @@ def expand(law: Any, buf: np.ndarray, u: np.ndarray) -> np.ndarray:
 def initial_centres(law: Any, priors: Mapping[str, Any], group_sd: Mapping[str, float],
                     layout: Sequence[tuple[str, int]]) -> np.ndarray:
     """Free coordinates at the priors' centres (populations), the prior sd (spreads), the
-    population value (centred groups) and 0 (offsets); as PyMC's initial point."""
+    population value (centred groups) and 0 (offsets, so an offset population value starts
+    at the centred groups' mean, which is the prior's centre); as PyMC's initial point."""
     values = []
     for stem, size in layout:
         kind, _, name = stem.partition("_")
@@ -360,7 +431,7 @@ def initial_centres(law: Any, priors: Mapping[str, Any], group_sd: Mapping[str, 
             values += [unconstrain(prior_centre(priors[name]), transform, lower, upper)] * size
         elif kind == "popsd":
             values.append(math.log(group_sd[name]))
-        elif kind == "z":
+        elif kind in ("z", "popw"):
             values += [0.0] * size
         else:   # raw: the population value on the scale it varies on
             centre = prior_centre(priors[name])
@@ -407,7 +478,8 @@ import math
 import numba
 import numpy as np
 
-from bayescale._fastgroups import HEADER, SLOT, _noise, _population, _population_grad
+from bayescale._fastgroups import (HEADER, SLOT, _noise, _population, _population_grad,
+                                   _population_offsets)
 from bayescale._fastlogp import _as_double, _constrain, _digamma
 
 K = {k}          # law parameters (slots 0..K-1); slot K is sigma, K+1 is nu
@@ -430,7 +502,8 @@ def logp_and_grad(u, grad, buf):
     GTH = np.zeros((G, K))
     dcentre = np.empty(K)
     spread = np.empty(K)
-    logp = _population(u, grad, buf, K, G, TH, dcentre, spread, tables)
+    pop = np.zeros((3, K))
+    logp = _population(u, grad, buf, K, G, TH, dcentre, spread, tables, pop)
     if not math.isfinite(logp):
         return -math.inf
     noise = _noise(u, buf, K)
@@ -479,6 +552,7 @@ def logp_and_grad(u, grad, buf):
     else:
         logp -= n * 0.5 * math.log(2.0 * math.pi)
     _population_grad(u, grad, buf, K, G, GTH, dcentre, spread, tables)
+    _population_offsets(grad, buf, K, G, tables, pop)
     index = int(buf[HEADER + SLOT * K])
     if index >= 0:
         grad[index] += g_sigma * noise[2] + noise[4]
@@ -496,13 +570,16 @@ def expand(u, out, buf):
     dcentre = np.empty(K)
     spread = np.empty(K)
     scratch = np.zeros(u.shape[0])
-    _population(u, scratch, buf, K, G, TH, dcentre, spread, tables)
+    pop = np.zeros((3, K))
+    _population(u, scratch, buf, K, G, TH, dcentre, spread, tables, pop)
     for k in range(K + 2):
         base = HEADER + SLOT * k
         index = int(buf[base])
         at = int(buf[base + 14])
         if index >= 0 and at >= 0:
-            value, _, _, _, _ = _constrain(u[index], int(buf[base + 6]), buf[base + 7], buf[base + 8])
+            coordinate = pop[0, k] if k < K else u[index]
+            value, _, _, _, _ = _constrain(coordinate, int(buf[base + 6]), buf[base + 7],
+                                           buf[base + 8])
             out[at] = value
         if k < K and buf[base + 10] > 0:
             out[int(buf[base + 15])] = spread[k]

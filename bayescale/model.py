@@ -770,12 +770,18 @@ def group_index(runs: Runs) -> tuple[tuple, np.ndarray]:
 
 def build_partial(model: ScalingModel, runs: Runs):
     """The partial-pooling PyMC model: each group's parameters drawn around a population
-    value (the law's own prior) with a learned spread, non-centred (z per group).
+    value (the law's own prior) with a learned spread: non-centred (z per group) for small
+    groups and tight spreads, centred for groups with many runs, and then the population
+    value an offset from the centred groups' mean where
+    :func:`bayescale._fastgroups.population_offset` allows (no funnel in the population
+    value and its spread with few groups).
 
     A parameter with ``group_sd`` 0 is one value for all groups. Noise (sigma, nu) is shared.
     """
     import pymc as pm
     import pytensor.tensor as pt
+
+    from . import _fastgroups
 
     names, index = group_index(runs)
     few_runs, many_runs = _centring(model, index, len(names))
@@ -791,22 +797,39 @@ def build_partial(model: ScalingModel, runs: Runs):
             if sd == 0 or prior.dist == "Fixed":
                 theta[name] = model._random_variable(pm, pt, f"pop_{name}", prior)
                 continue
-            pop = model._random_variable(pm, pt, f"pop_{name}", prior)
-            spread = pm.HalfNormal(f"popsd_{name}", sigma=sd)
-            linear = group_kind(law, name) == "linear"
-            centre = pop if linear else pt.log(pop)
+            kind = group_kind(law, name)
+            linear = kind == "linear"
             # Many runs pin a group's value down: centred there (the non-centred z would be
             # tied to the population's value and spread, a ridge NUTS crawls along);
             # non-centred for small groups, whose values the population sets (a funnel).
             # A tight spread (the exponents) sits near zero, where centred is a funnel.
             few, many = (few_runs, many_runs) if sd >= CENTRED_MIN_SD else (
                 np.arange(len(names)), np.arange(0))
+            flags = np.zeros(len(names), dtype=bool)
+            flags[many] = True
+            spread = pm.HalfNormal(f"popsd_{name}", sigma=sd)
+            if _fastgroups.population_offset(kind, prior, sd, flags):
+                # The population value as an offset from the centred groups' mean (see
+                # population_offset): the law's prior and the groups' normal as potentials.
+                raw = pm.Flat(f"raw_{name}", shape=many.size)
+                w = pm.Flat(f"popw_{name}")
+                scale = spread / math.sqrt(many.size)
+                centre = raw.mean() + scale * w
+                pop = pm.Deterministic(f"pop_{name}", centre if linear else pt.exp(centre))
+                prior_rv = getattr(pm, prior.dist).dist(**prior.params)
+                pm.Potential(f"prior_pop_{name}", pm.logp(prior_rv, pop) + pt.log(scale)
+                             + (0.0 if linear else centre))
+                pm.Potential(f"groups_{name}",
+                             pm.logp(pm.Normal.dist(centre, spread), raw).sum())
+            else:
+                pop = model._random_variable(pm, pt, f"pop_{name}", prior)
+                centre = pop if linear else pt.log(pop)
+                raw = pm.Normal(f"raw_{name}", centre, spread, shape=many.size) if many.size else None
             per_group = pt.zeros(len(names))
             if few.size:
                 z = pm.Normal(f"z_{name}", 0.0, 1.0, shape=few.size)
                 per_group = pt.set_subtensor(per_group[few], centre + spread * z)
             if many.size:
-                raw = pm.Normal(f"raw_{name}", centre, spread, shape=many.size)
                 per_group = pt.set_subtensor(per_group[many], raw)
             per_group = pm.Deterministic(f"group_{name}", per_group if linear
                                          else pt.exp(per_group))
