@@ -16,9 +16,13 @@ Coordinates: a parameter that varies on the log scale (``group_kind`` "log": E a
 exponents) enters the law's code as its log (``emit_log_loss(law, log_params)``), so a
 group's value is exp(log population value + spread·z) without an exp and a log in between.
 
+The noise scale sigma varies between groups like a "log" parameter when ``group_sd["sigma"]``
+is above 0: it is then population slot K, after the law's K parameters, and each group's
+likelihood uses its own sigma.
+
 Buffer layout (float64): a header; one slot per law parameter, then sigma and nu; per
-parameter and group the position of that group's free variable (its centred value or its
-offset z) and whether it is centred; the start of each group's runs; the law's reference
+slot (the law's parameters and sigma) and group the position of that group's free variable
+(its centred value or its offset z) and whether it is centred; the start of each group's runs; the law's reference
 values; the log inputs column by column and the observed log losses, the runs sorted by
 group.
 """
@@ -42,7 +46,7 @@ from ._fastlogp import (IDENTITY, LIKELIHOOD_CODES, LOG, PRIOR_CODES, _constrain
 __all__ = ["supports", "make_buffer", "logp_and_grad", "nutpie_model", "variable_layout",
            "expand", "population_offset"]
 
-HEADER = 8   # likelihood, n, n_dim, G, n_expanded, then unused
+HEADER = 8   # likelihood, n, n_dim, G, n_expanded, population slots (K, or K + 1 with sigma)
 SLOT = 18
 # Slot fields: 0 free index of the population value (-1: fixed), 1 prior code, 2-5 prior
 # parameters, 6 transform, 7 lower, 8 upper, 9 fixed value, 10 varies between groups,
@@ -83,7 +87,8 @@ def _population(u, grad, buf, K, G, th, dcentre, spread, tables, pop):
     (an overflowed transform).
     """
     logp = 0.0
-    for k in range(K):
+    KT = K + 1
+    for k in range(int(buf[5])):
         base = HEADER + SLOT * k
         index = int(buf[base])
         log_scale = buf[base + 11] > 0
@@ -99,7 +104,7 @@ def _population(u, grad, buf, K, G, th, dcentre, spread, tables, pop):
                 mean = 0.0
                 count = 0
                 for g in range(G):
-                    if buf[tables + K * G + k * G + g] > 0:
+                    if buf[tables + KT * G + k * G + g] > 0:
                         mean += u[int(buf[tables + k * G + g])]
                         count += 1
                 mean /= count
@@ -140,7 +145,7 @@ def _population(u, grad, buf, K, G, th, dcentre, spread, tables, pop):
         inv_s = 1.0 / s
         for g in range(G):
             free = int(buf[tables + k * G + g])
-            if buf[tables + K * G + k * G + g] > 0:     # centred: Normal(centre, s)
+            if buf[tables + KT * G + k * G + g] > 0:     # centred: Normal(centre, s)
                 value = u[free]
                 r = (value - centre) * inv_s
                 logp += -0.5 * r * r - u[sd_index]
@@ -161,7 +166,8 @@ def _population(u, grad, buf, K, G, th, dcentre, spread, tables, pop):
 def _population_offsets(grad, buf, K, G, tables, pop):
     """Chain rule from d logp / d (population coordinate), collected in ``grad[index]``, to
     the offset w, the spread and the centred groups (slot field 17)."""
-    for k in range(K):
+    KT = K + 1
+    for k in range(int(buf[5])):
         base = HEADER + SLOT * k
         if buf[base + 17] <= 0:
             continue
@@ -171,17 +177,18 @@ def _population_offsets(grad, buf, K, G, tables, pop):
         grad[int(buf[base + 12])] += d * pop[2, k]
         count = 0
         for g in range(G):
-            if buf[tables + K * G + k * G + g] > 0:
+            if buf[tables + KT * G + k * G + g] > 0:
                 count += 1
         for g in range(G):
-            if buf[tables + K * G + k * G + g] > 0:
+            if buf[tables + KT * G + k * G + g] > 0:
                 grad[int(buf[tables + k * G + g])] += d / count
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _population_grad(u, grad, buf, K, G, gth, dcentre, spread, tables):
     """Chain rule from d logp / d th[g, k] (the law's part) to the free variables."""
-    for k in range(K):
+    KT = K + 1
+    for k in range(int(buf[5])):
         base = HEADER + SLOT * k
         index = int(buf[base])
         varies = buf[base + 10] > 0
@@ -193,7 +200,7 @@ def _population_grad(u, grad, buf, K, G, gth, dcentre, spread, tables):
                     grad[index] += d * dcentre[k]
                 continue
             free = int(buf[tables + k * G + g])
-            if buf[tables + K * G + k * G + g] > 0:
+            if buf[tables + KT * G + k * G + g] > 0:
                 grad[free] += d
             else:
                 grad[free] += d * spread[k]
@@ -210,8 +217,8 @@ def _noise(u, buf, K):
     for j in range(2):
         base = HEADER + SLOT * (K + j)
         index = int(buf[base])
-        if index < 0:
-            out[j] = buf[base + 9]
+        if index < 0 or (j == 0 and buf[5] > K):   # fixed, or sigma per group (slot K)
+            out[j] = buf[base + 9] if index < 0 else 1.0
             out[2 + j] = 0.0
             out[4 + j] = 0.0
             continue
@@ -276,6 +283,24 @@ def supports(law: Any, likelihood: str) -> str | None:
     return None
 
 
+def sigma_varies(group_sd: Mapping[str, float], priors: Mapping[str, Any]) -> bool:
+    """Whether the noise scale sigma is one per group (``group_sd["sigma"]`` above 0)."""
+    return group_sd.get("sigma", 0.0) > 0 and priors["sigma"].dist != "Fixed"
+
+
+def population_names(law: Any, priors: Mapping[str, Any],
+                     group_sd: Mapping[str, float]) -> list[str]:
+    """The population layer's slots: the law's parameters, then sigma when it varies."""
+    return [*law.parameter_domains, *(["sigma"] if sigma_varies(group_sd, priors) else [])]
+
+
+def _noise_names(likelihood: str, priors: Mapping[str, Any],
+                 group_sd: Mapping[str, float]) -> list[str]:
+    names = ["sigma", "nu"] if likelihood == "student_t" else ["sigma"]
+    return [n for n in names if priors[n].dist != "Fixed"
+            and not (n == "sigma" and sigma_varies(group_sd, priors))]
+
+
 def variable_layout(law: Any, priors: Mapping[str, Any], group_sd: Mapping[str, float],
                     n_groups: int, centred: Mapping[str, np.ndarray],
                     likelihood: str) -> list[tuple[str, int]]:
@@ -283,10 +308,11 @@ def variable_layout(law: Any, priors: Mapping[str, Any], group_sd: Mapping[str, 
 
     Names follow :func:`bayescale.model.build_partial`: ``pop_<name>`` (or ``popw_<name>``,
     an offset: :func:`population_offset`), ``popsd_<name>``, ``z_<name>`` (non-centred
-    groups), ``raw_<name>`` (centred groups), ``sigma``, ``nu``.
+    groups), ``raw_<name>`` (centred groups), then ``sigma`` (unless it varies: it is then
+    a population slot like a law parameter) and ``nu``.
     """
     layout: list[tuple[str, int]] = []
-    for name in law.parameter_domains:
+    for name in population_names(law, priors, group_sd):
         prior = priors[name]
         if prior.dist != "Fixed":
             offset = population_offset(group_kind(law, name), prior, group_sd[name],
@@ -299,9 +325,7 @@ def variable_layout(law: Any, priors: Mapping[str, Any], group_sd: Mapping[str, 
                 layout.append((f"z_{name}", n_groups - many))
             if many:
                 layout.append((f"raw_{name}", many))
-    for name in ("sigma", "nu") if likelihood == "student_t" else ("sigma",):
-        if priors[name].dist != "Fixed":
-            layout.append((name, 1))
+    layout += [(name, 1) for name in _noise_names(likelihood, priors, group_sd)]
     return layout
 
 
@@ -310,7 +334,7 @@ def expanded_layout(law: Any, priors: Mapping[str, Any], group_sd: Mapping[str, 
     """What each draw records, in order: the posterior variables of :func:`fit_grouped`'s
     PyMC route (``pop_``, ``popsd_``, ``group_<name>`` per group, ``sigma``, ``nu``)."""
     layout: list[tuple[str, int]] = []
-    for name in law.parameter_domains:
+    for name in population_names(law, priors, group_sd):
         prior = priors[name]
         if prior.dist == "Fixed":
             continue
@@ -318,9 +342,7 @@ def expanded_layout(law: Any, priors: Mapping[str, Any], group_sd: Mapping[str, 
         if group_sd[name] > 0:
             layout.append((f"popsd_{name}", 1))
             layout.append((f"group_{name}", n_groups))
-    for name in ("sigma", "nu") if likelihood == "student_t" else ("sigma",):
-        if priors[name].dist != "Fixed":
-            layout.append((name, 1))
+    layout += [(name, 1) for name in _noise_names(likelihood, priors, group_sd)]
     return layout
 
 
@@ -333,6 +355,7 @@ def make_buffer(law: Any, likelihood: str, priors: Mapping[str, Any],
     group position, ``centred[name]`` a boolean per group (ignored for shared parameters).
     """
     names = list(law.parameter_domains)
+    slots = population_names(law, priors, group_sd)
     n_groups = int(index.max()) + 1 if index.size else 0
     k_law = len(names)
     layout = variable_layout(law, priors, group_sd, n_groups, centred, likelihood)
@@ -352,29 +375,30 @@ def make_buffer(law: Any, likelihood: str, priors: Mapping[str, Any],
     refs = law.reference_names()
     inputs = law.inputs
     tables = HEADER + SLOT * (k_law + 2)
-    starts_at = tables + 2 * k_law * n_groups
+    starts_at = tables + 2 * (k_law + 1) * n_groups
     ref_start = starts_at + n_groups + 1
     data_start = ref_start + len(refs)
     buf = np.zeros(data_start + (len(inputs) + 1) * n)
-    buf[:5] = [LIKELIHOOD_CODES[likelihood], n, n_dim, n_groups, n_expanded]
+    buf[:6] = [LIKELIHOOD_CODES[likelihood], n, n_dim, n_groups, n_expanded, len(slots)]
     for k, name in enumerate([*names, "sigma", "nu"]):
         base = HEADER + SLOT * k
         prior = priors.get(name)
         buf[base + 14] = buf[base + 15] = buf[base + 16] = -1
+        in_population = k < len(slots)
         if prior is None or prior.dist == "Fixed" or (name == "nu" and likelihood != "student_t"):
             buf[base] = -1
             buf[base + 9] = prior.params["value"] if prior is not None and prior.dist == "Fixed" else 1.0
         else:
             transform, lower, upper = _transform(prior)
-            offset = k < k_law and population_offset(group_kind(law, name), prior,
-                                                     group_sd[name], centred[name])
+            offset = in_population and population_offset(group_kind(law, name), prior,
+                                                          group_sd[name], centred[name])
             buf[base + 17] = 1.0 if offset else 0.0
-            stem = name if k >= k_law else f"popw_{name}" if offset else f"pop_{name}"
+            stem = f"popw_{name}" if offset else f"pop_{name}" if in_population else name
             buf[base:base + 9] = [free_start[stem],
                                   PRIOR_CODES[prior.dist], *_prior_params(prior), transform,
                                   lower, upper]
-            buf[base + 14] = expanded[f"pop_{name}" if k < k_law else name]
-        if k >= k_law:
+            buf[base + 14] = expanded[f"pop_{name}" if in_population else name]
+        if not in_population:
             continue
         buf[base + 11] = 1.0 if group_kind(law, name) == "log" else 0.0
         if group_sd[name] > 0 and prior.dist != "Fixed":
@@ -388,7 +412,7 @@ def make_buffer(law: Any, likelihood: str, priors: Mapping[str, Any],
                 if centred[name][g]:
                     buf[tables + k * n_groups + g] = many_at
                     many_at += 1
-                    buf[tables + k_law * n_groups + k * n_groups + g] = 1.0
+                    buf[tables + (k_law + 1) * n_groups + k * n_groups + g] = 1.0
                 else:
                     buf[tables + k * n_groups + g] = few_at
                     few_at += 1
@@ -493,16 +517,16 @@ def logp_and_grad(u, grad, buf):
     n = int(buf[1])
     G = int(buf[3])
     tables = HEADER + SLOT * (K + 2)
-    starts = tables + 2 * K * G
+    starts = tables + 2 * (K + 1) * G
     ref_start = starts + G + 1
     data = ref_start + NR
     for i in range(grad.shape[0]):
         grad[i] = 0.0
-    TH = np.empty((G, K))
-    GTH = np.zeros((G, K))
-    dcentre = np.empty(K)
-    spread = np.empty(K)
-    pop = np.zeros((3, K))
+    TH = np.empty((G, K + 1))
+    GTH = np.zeros((G, K + 1))
+    dcentre = np.empty(K + 1)
+    spread = np.empty(K + 1)
+    pop = np.zeros((3, K + 1))
     logp = _population(u, grad, buf, K, G, TH, dcentre, spread, tables, pop)
     if not math.isfinite(logp):
         return -math.inf
@@ -515,14 +539,17 @@ def logp_and_grad(u, grad, buf):
     rf = buf[ref_start:ref_start + NR]
     g_sigma = 0.0
     g_nu = 0.0
-    inv_sigma = 1.0 / sigma
     half_nu1 = 0.5 * (nu + 1.0)
     nu_sampled = buf[HEADER + SLOT * (K + 1)] >= 0
+    sigma_varies = buf[5] > K
     for grp in range(G):
         lo = int(buf[starts + grp])
         hi = int(buf[starts + grp + 1])
         th = TH[grp]
         gth = GTH[grp]
+        sigma_g = math.exp(th[K]) if sigma_varies else sigma
+        inv_sigma = 1.0 / sigma_g
+        g_sigma_g = 0.0
 {xslices}
         y = buf[data + NI * n + lo:data + NI * n + hi]
 {setup}
@@ -535,17 +562,21 @@ def logp_and_grad(u, grad, buf):
                 logp -= half_nu1 * log_term
                 scale = (nu + 1.0) / (nu + r2)
                 dmu = scale * r * inv_sigma
-                g_sigma += scale * r2 * inv_sigma
+                g_sigma_g += scale * r2 * inv_sigma
                 if nu_sampled:
                     g_nu += -0.5 * log_term + 0.5 * scale * r2 / nu
             else:
                 logp -= 0.5 * r2
                 dmu = r * inv_sigma
-                g_sigma += r2 * inv_sigma
+                g_sigma_g += r2 * inv_sigma
 {point_grad}
 {finish}
-    logp -= n * math.log(sigma)
-    g_sigma -= n * inv_sigma
+        logp -= (hi - lo) * math.log(sigma_g)
+        g_sigma_g -= (hi - lo) * inv_sigma
+        if sigma_varies:
+            gth[K] += g_sigma_g * sigma_g     # d / d log sigma_g
+        else:
+            g_sigma += g_sigma_g
     if likelihood == 1:
         logp += n * (math.lgamma(half_nu1) - math.lgamma(0.5 * nu) - 0.5 * math.log(nu * math.pi))
         g_nu += n * (0.5 * _digamma(half_nu1) - 0.5 * _digamma(0.5 * nu) - 0.5 / nu)
@@ -554,7 +585,7 @@ def logp_and_grad(u, grad, buf):
     _population_grad(u, grad, buf, K, G, GTH, dcentre, spread, tables)
     _population_offsets(grad, buf, K, G, tables, pop)
     index = int(buf[HEADER + SLOT * K])
-    if index >= 0:
+    if index >= 0 and not sigma_varies:
         grad[index] += g_sigma * noise[2] + noise[4]
     index = int(buf[HEADER + SLOT * (K + 1)])
     if index >= 0:
@@ -566,22 +597,23 @@ def logp_and_grad(u, grad, buf):
 def expand(u, out, buf):
     G = int(buf[3])
     tables = HEADER + SLOT * (K + 2)
-    TH = np.empty((G, K))
-    dcentre = np.empty(K)
-    spread = np.empty(K)
+    TH = np.empty((G, K + 1))
+    dcentre = np.empty(K + 1)
+    spread = np.empty(K + 1)
     scratch = np.zeros(u.shape[0])
-    pop = np.zeros((3, K))
+    pop = np.zeros((3, K + 1))
+    KP = int(buf[5])
     _population(u, scratch, buf, K, G, TH, dcentre, spread, tables, pop)
     for k in range(K + 2):
         base = HEADER + SLOT * k
         index = int(buf[base])
         at = int(buf[base + 14])
         if index >= 0 and at >= 0:
-            coordinate = pop[0, k] if k < K else u[index]
+            coordinate = pop[0, k] if k < KP else u[index]
             value, _, _, _, _ = _constrain(coordinate, int(buf[base + 6]), buf[base + 7],
                                            buf[base + 8])
             out[at] = value
-        if k < K and buf[base + 10] > 0:
+        if k < KP and buf[base + 10] > 0:
             out[int(buf[base + 15])] = spread[k]
             first = int(buf[base + 16])
             for g in range(G):
@@ -599,7 +631,7 @@ def logp_cfunc(dim, x_, out_, logp_, data_):
     G = int(head[3])
     if dim != n_dim:
         return -1
-    size = HEADER + SLOT * (K + 2) + 2 * K * G + G + 1 + NR + (NI + 1) * n
+    size = HEADER + SLOT * (K + 2) + 2 * (K + 1) * G + G + 1 + NR + (NI + 1) * n
     buf = numba.carray(_as_double(data_), (size,))
     x = numba.carray(x_, (n_dim,))
     out = numba.carray(out_, (n_dim,))
@@ -625,7 +657,7 @@ def expand_cfunc(dim, expanded, x_, out_, data_):
     G = int(head[3])
     if dim != n_dim or expanded != int(head[4]):
         return -1
-    size = HEADER + SLOT * (K + 2) + 2 * K * G + G + 1 + NR + (NI + 1) * n
+    size = HEADER + SLOT * (K + 2) + 2 * (K + 1) * G + G + 1 + NR + (NI + 1) * n
     buf = numba.carray(_as_double(data_), (size,))
     x = numba.carray(x_, (n_dim,))
     out = numba.carray(out_, (expanded,))

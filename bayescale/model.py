@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .fit import ScalingFit
 
 __all__ = ["ScalingModel", "LIKELIHOODS", "SAMPLERS", "POOLINGS", "DEFAULT_GROUP_SD",
-           "default_noise_priors", "FastPathWarning"]
+           "SIGMA_GROUP_SD", "default_noise_priors", "FastPathWarning"]
 
 
 class FastPathWarning(UserWarning):
@@ -90,6 +90,8 @@ class ScalingModel:
         Under ``pooling="partial"``, the sd of the HalfNormal prior on each parameter's
         spread between groups (0: one shared value). Defaults: :data:`DEFAULT_GROUP_SD`,
         with the model-size exponent ``alpha`` shared in a law that also has ``beta``.
+        ``"sigma"`` (the run-to-run noise scale, on the log scale) may vary too: each group
+        then has its own noise, partially pooled (:data:`SIGMA_GROUP_SD` is a good scale).
 
     Examples
     --------
@@ -732,6 +734,9 @@ _DEFAULT_SD_BY_KIND = {"log": 0.1, "linear": 0.5}
 #: (508.8 vs 507.8 and 598.8 vs 598.4), no holdout accuracy, and cost divergences
 #: (benchmarks/bench_groups_vary.py, benchmarks/results/groups_vary_summary.csv).
 DEFAULT_SHARED_WITH = {"alpha": "beta"}
+#: Scale of the spread of log sigma (the run-to-run noise) between groups when it varies
+#: (``group_sd={"sigma": SIGMA_GROUP_SD}``): groups' noise differing by up to a factor ~2.7.
+SIGMA_GROUP_SD = 0.5
 
 
 def _group_settings(law: ScalingLaw, pooling: str | None,
@@ -745,6 +750,7 @@ def _group_settings(law: ScalingLaw, pooling: str | None,
         sds[name] = 0.0 if kind == "shared" else DEFAULT_GROUP_SD.get(name, _DEFAULT_SD_BY_KIND[kind])
         if DEFAULT_SHARED_WITH.get(name) in law.parameter_domains:
             sds[name] = 0.0
+    sds["sigma"] = DEFAULT_GROUP_SD.get("sigma", 0.0)
     for name, value in given.items():
         if name not in sds:
             raise PriorError(f"group_sd: no parameter {name!r} in the {law.name} law; "
@@ -776,7 +782,8 @@ def build_partial(model: ScalingModel, runs: Runs):
     :func:`bayescale._fastgroups.population_offset` allows (no funnel in the population
     value and its spread with few groups).
 
-    A parameter with ``group_sd`` 0 is one value for all groups. Noise (sigma, nu) is shared.
+    A parameter with ``group_sd`` 0 is one value for all groups. The noise scale sigma varies
+    between groups the same way when ``group_sd["sigma"]`` is above 0; nu is shared.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -791,7 +798,7 @@ def build_partial(model: ScalingModel, runs: Runs):
         data = {name: pm.Data(name, value) for name, value in values.items()}
         where = pm.Data("group_index", index)
         theta = {}
-        for name in law.parameter_domains:
+        for name in _fastgroups.population_names(law, model.priors, model.group_sd):
             sd = model.group_sd[name]
             prior = model.priors[name]
             if sd == 0 or prior.dist == "Fixed":
@@ -836,8 +843,10 @@ def build_partial(model: ScalingModel, runs: Runs):
             theta[name] = per_group[where]
         ref = {name: data[name] for name in law.reference_names()}
         log_x = {name: data[f"log_{name}"] for name in law.inputs}
+        sigma = theta.pop("sigma", None)    # one per run's group, when it varies
         mu = law.log_loss(theta, log_x, ref, pt)
-        sigma = model._random_variable(pm, pt, "sigma", model.priors["sigma"])
+        if sigma is None:
+            sigma = model._random_variable(pm, pt, "sigma", model.priors["sigma"])
         observed = data["log_loss_observed"]
         if model.likelihood == "student_t":
             nu = model._random_variable(pm, pt, "nu", model.priors["nu"])
@@ -866,7 +875,7 @@ def centred_groups(model: ScalingModel, index: np.ndarray, n_groups: int) -> dic
     group; all False for a parameter shared between groups)."""
     _, many = _centring(model, index, n_groups)
     flags = {}
-    for name in model.law.parameter_domains:
+    for name in [*model.law.parameter_domains, "sigma"]:
         flag = np.zeros(n_groups, dtype=bool)
         if model.group_sd[name] >= CENTRED_MIN_SD:
             flag[many] = True
@@ -1035,6 +1044,10 @@ def fit_grouped(model: ScalingModel, runs: Runs, pooling: str, *, draws: int, tu
     for name in ("sigma", "nu"):
         if name in raw:
             variables[name] = (("chain", "draw"), raw[name].to_numpy())
+    if "group_sigma" in raw:    # the noise scale per group
+        variables["sigma"] = (("chain", "draw", "group"), raw["group_sigma"].to_numpy())
+        variables["pop_sigma"] = (("chain", "draw"), raw["pop_sigma"].to_numpy())
+        variables["popsd_sigma"] = (("chain", "draw"), raw["popsd_sigma"].to_numpy())
     posterior = xr.Dataset(variables)
     stats_raw = tree["sample_stats"].to_dataset()
     from .fit import _STAT_NAMES

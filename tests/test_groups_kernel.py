@@ -37,6 +37,10 @@ CASES = [   # law, likelihood, group_sd, priors, groups' sizes
      {"nu": Prior("Fixed", value=5.0), "beta": Prior("Fixed", value=0.3)}, (12, 30, 4, "split")),
     # one input, its exponent varying, normal likelihood
     ("compute", "normal", {"alpha": 0.3}, None, (30, 4, 30)),
+    # the noise scale per group: centred (an offset population value) and non-centred groups
+    ("chinchilla", "student_t", {"sigma": 0.5}, None, (30, 30, 4)),
+    # ... non-centred only (a tight spread), normal likelihood
+    ("compute", "normal", {"sigma": 0.1}, None, (30, 4, 30)),
 ]
 
 
@@ -71,6 +75,11 @@ def test_grouped_kernel_matches_pymc(law_name, likelihood, group_sd, priors, siz
                                   model.data_values(runs), index, centred)
     layout = _fastgroups.variable_layout(law, model.priors, model.group_sd, len(names),
                                          centred, likelihood)
+    stems = [s for s, _ in layout]
+    if law_name == "chinchilla" and group_sd is None:   # a, b: offsets from the centred mean
+        assert "popw_a" in stems and "popw_b" in stems and "pop_E_fraction" in stems
+    if group_sd and "sigma" in group_sd:
+        assert "popsd_sigma" in stems and "sigma" not in stems
     pm_model = model_module.build_partial(model, runs)
     assert sorted(s for s, _ in layout) == sorted(pm_model.values_to_rvs[v].name
                                                   for v in pm_model.value_vars)
