@@ -258,7 +258,7 @@ def kernel(law: Any) -> ModuleType:
     with _lock:
         module = _kernels.get(cls)
         if module is None:
-            pieces = emit_log_loss(law, log_parameters(law))
+            pieces = emit_log_loss(law, log_parameters(law), simd=True)
             ni = len(pieces["inputs"])
             source = KERNEL_TEMPLATE.format(
                 law=law.name, k=len(pieces["theta"]), ni=ni, nr=len(pieces["refs"]),
@@ -505,13 +505,16 @@ import numpy as np
 from bayescale._fastgroups import (HEADER, SLOT, _noise, _population, _population_grad,
                                    _population_offsets)
 from bayescale._fastlogp import _as_double, _constrain, _digamma
+from bayescale._vecmath import vexp as _vexp, vlog as _vlog
 
 K = {k}          # law parameters (slots 0..K-1); slot K is sigma, K+1 is nu
 NI = {ni}        # inputs
 NR = {nr}        # reference values
 
 
-@numba.njit(cache=True, error_model="numpy")
+# reassoc: the sums over runs may be reordered, so the loop over a group's runs vectorises
+# (exp and log are _vecmath's inlined polynomials); the log density moves by ~1e-15.
+@numba.njit(cache=True, error_model="numpy", fastmath={{"reassoc", "contract"}})
 def logp_and_grad(u, grad, buf):
     likelihood = int(buf[0])
     n = int(buf[1])
@@ -558,7 +561,7 @@ def logp_and_grad(u, grad, buf):
             r = (y[j] - mu) * inv_sigma
             r2 = r * r
             if likelihood == 1:
-                log_term = math.log1p(r2 / nu)
+                log_term = _vlog(1.0 + r2 / nu)
                 logp -= half_nu1 * log_term
                 scale = (nu + 1.0) / (nu + r2)
                 dmu = scale * r * inv_sigma
