@@ -154,9 +154,14 @@ def test_the_loop_over_runs_is_vectorised():
     runs = _runs_for("chinchilla", (8, 8, 4))
     model = bs.ScalingModel("chinchilla", pooling="partial")
     compiled = model_module._fast_partial(model, runs)
-    fn = _fastgroups.kernel(model.law).logp_and_grad
-    _fastgroups.logp_and_grad(model.law, compiled.user_data,
-                              compiled.initial_point_func(0))
+    import numba
+
+    cached = _fastgroups.kernel(model.law).logp_and_grad
+    # a fresh compile of the same source and options (a cache-loaded one has no LLVM IR)
+    fn = numba.njit(**{k: v for k, v in cached.targetoptions.items() if k != "cache"})(
+        cached.py_func)
+    u = np.asarray(compiled.initial_point_func(0), dtype=np.float64)
+    fn(u, np.zeros_like(u), compiled.user_data)
     llvm = fn.inspect_llvm(fn.signatures[0])
     # 8 lanes on AVX-512 machines (or 4, LLVM's choice on Zen 4), 4 on AVX2, 2 on SSE.
     assert any(f"<{lanes} x double>" in llvm for lanes in (8, 4, 2))
