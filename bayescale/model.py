@@ -89,9 +89,10 @@ class ScalingModel:
     group_sd : mapping of str to float, optional
         Under ``pooling="partial"``, the sd of the HalfNormal prior on each parameter's
         spread between groups (0: one shared value). Defaults: :data:`DEFAULT_GROUP_SD`,
-        with the model-size exponent ``alpha`` shared in a law that also has ``beta``.
-        ``"sigma"`` (the run-to-run noise scale, on the log scale) may vary too: each group
-        then has its own noise, partially pooled (:data:`SIGMA_GROUP_SD` is a good scale).
+        with the model-size exponent ``alpha`` shared in a law that also has ``beta`` and the
+        coefficient ``b`` in one that also has ``a`` (:data:`DEFAULT_SHARED_WITH`). ``"sigma"``
+        is the run-to-run noise scale (log scale): by default each group has its own,
+        partially pooled (:data:`SIGMA_GROUP_SD`); 0 shares it.
 
     Examples
     --------
@@ -729,13 +730,19 @@ POOLINGS = ("partial", "none", "complete")
 #: schedules by 5-40%, the exponents by a few per cent.
 DEFAULT_GROUP_SD = {"E_fraction": 0.2, "a": 0.5, "b": 0.5, "alpha": 0.1, "beta": 0.1}
 _DEFAULT_SD_BY_KIND = {"log": 0.1, "linear": 0.5}
-#: Shared by default in a law with a model-size (alpha) and a data exponent (beta): on two
-#: triples of Porian et al.'s configurations, letting alpha vary as well gained no PSIS-LOO
-#: (508.8 vs 507.8 and 598.8 vs 598.4), no holdout accuracy, and cost divergences
-#: (benchmarks/bench_groups_vary.py, benchmarks/results/groups_vary_summary.csv).
-DEFAULT_SHARED_WITH = {"alpha": "beta"}
-#: Scale of the spread of log sigma (the run-to-run noise) between groups when it varies
-#: (``group_sd={"sigma": SIGMA_GROUP_SD}``): groups' noise differing by up to a factor ~2.7.
+#: Shared by default (key) in a law that also has the value's partner: on two triples of
+#: Porian et al.'s configurations (benchmarks/bench_groups_vary.py,
+#: benchmarks/results/groups_vary_summary.csv), letting alpha vary as well as beta gained no
+#: PSIS-LOO (506.1 vs 506.9, 597.8 vs 598.8) nor holdout accuracy; with the noise per group,
+#: letting b vary as well as a gained 0.3 ± 2.3 and 4.1 ± 5.1 in PSIS-LOO, lost holdout
+#: accuracy (RMSLE 0.025 vs 0.021, 0.029 vs 0.026) and cost 86 divergences against 1.
+DEFAULT_SHARED_WITH = {"alpha": "beta", "b": "a"}
+#: Scale of the spread of log sigma (the run-to-run noise) between groups. The noise varies
+#: by default: Porian et al.'s configurations differ in noise (data sets, schedules), and a
+#: shared sigma is the wrong noise for every group. Per-group noise raised PSIS-LOO from
+#: 506.9 to 583.9 and 598.8 to 629.1 (pooling "none": 585.0, 632.1) and lowered holdout RMSLE
+#: from 0.030 to 0.021 and 0.031 to 0.026 at 90% coverage 0.93 and 1.0
+#: (benchmarks/bench_groups_vary.py). ``group_sd={"sigma": 0}`` shares it.
 SIGMA_GROUP_SD = 0.5
 
 
@@ -750,7 +757,7 @@ def _group_settings(law: ScalingLaw, pooling: str | None,
         sds[name] = 0.0 if kind == "shared" else DEFAULT_GROUP_SD.get(name, _DEFAULT_SD_BY_KIND[kind])
         if DEFAULT_SHARED_WITH.get(name) in law.parameter_domains:
             sds[name] = 0.0
-    sds["sigma"] = DEFAULT_GROUP_SD.get("sigma", 0.0)
+    sds["sigma"] = SIGMA_GROUP_SD
     for name, value in given.items():
         if name not in sds:
             raise PriorError(f"group_sd: no parameter {name!r} in the {law.name} law; "
@@ -783,7 +790,8 @@ def build_partial(model: ScalingModel, runs: Runs):
     value and its spread with few groups).
 
     A parameter with ``group_sd`` 0 is one value for all groups. The noise scale sigma varies
-    between groups the same way when ``group_sd["sigma"]`` is above 0; nu is shared.
+    between groups the same way (always non-centred) when ``group_sd["sigma"]`` is above 0;
+    nu is shared.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -810,7 +818,7 @@ def build_partial(model: ScalingModel, runs: Runs):
             # tied to the population's value and spread, a ridge NUTS crawls along);
             # non-centred for small groups, whose values the population sets (a funnel).
             # A tight spread (the exponents) sits near zero, where centred is a funnel.
-            few, many = (few_runs, many_runs) if sd >= CENTRED_MIN_SD else (
+            few, many = (few_runs, many_runs) if _centres_large_groups(model, name) else (
                 np.arange(len(names)), np.arange(0))
             flags = np.zeros(len(names), dtype=bool)
             flags[many] = True
@@ -876,6 +884,13 @@ def _centring(model: ScalingModel, index: np.ndarray, n_groups: int) -> tuple[np
     return np.flatnonzero(~many), np.flatnonzero(many)
 
 
+def _centres_large_groups(model: ScalingModel, name: str) -> bool:
+    """Whether groups with many runs sample this parameter centred. Never the noise scale:
+    groups' noise is often alike (a spread near 0, where centred is a funnel: 5-126
+    divergences per 4,000 draws against 0-3 non-centred on 3 x 80 simulated runs)."""
+    return name != "sigma" and model.group_sd[name] >= CENTRED_MIN_SD
+
+
 def centred_groups(model: ScalingModel, index: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
     """Per law parameter, which groups :func:`build_partial` samples centred (a boolean per
     group; all False for a parameter shared between groups)."""
@@ -883,7 +898,7 @@ def centred_groups(model: ScalingModel, index: np.ndarray, n_groups: int) -> dic
     flags = {}
     for name in [*model.law.parameter_domains, "sigma"]:
         flag = np.zeros(n_groups, dtype=bool)
-        if model.group_sd[name] >= CENTRED_MIN_SD:
+        if _centres_large_groups(model, name):
             flag[many] = True
         flags[name] = flag
     return flags

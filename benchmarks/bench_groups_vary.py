@@ -52,6 +52,7 @@ CANDIDATES = {
     "E, a, b vary": ("E_fraction", "a", "b"),
     "E, a, b, beta vary": ("E_fraction", "a", "b", "beta"),
     "E, a, b, beta, sigma vary": ("E_fraction", "a", "b", "beta", "sigma"),
+    "E, a, beta, sigma vary": ("E_fraction", "a", "beta", "sigma"),
     "E, a, b, alpha vary": ("E_fraction", "a", "b", "alpha"),
     "E vary": ("E_fraction",),
     "complete": None,
@@ -156,6 +157,8 @@ def main() -> None:
                 row["elpd_diff"] = float(diff.sum())
                 row["elpd_diff_se"] = float(np.sqrt(diff.size * diff.var()))
     suffix = "" if set(args.cases) == {"loo", "holdout", "small4"} else "_" + "_".join(args.cases)
+    if args.candidates != list(CANDIDATES):
+        suffix += "_subset"
     table = pd.DataFrame(rows)
     table.to_csv(RESULTS / f"groups_vary{suffix}.csv", index=False)
     summary = []

@@ -37,9 +37,9 @@ CASES = [   # law, likelihood, group_sd, priors, groups' sizes
      {"nu": Prior("Fixed", value=5.0), "beta": Prior("Fixed", value=0.3)}, (12, 30, 4, "split")),
     # one input, its exponent varying, normal likelihood
     ("compute", "normal", {"alpha": 0.3}, None, (30, 4, 30)),
-    # the noise scale per group: centred (an offset population value) and non-centred groups
-    ("chinchilla", "student_t", {"sigma": 0.5}, None, (30, 30, 4)),
-    # ... non-centred only (a tight spread), normal likelihood
+    # b varying too (an offset population value); the noise shared
+    ("chinchilla", "student_t", {"b": 0.5, "sigma": 0.0}, None, (30, 30, 4)),
+    # the noise per group with a normal likelihood
     ("compute", "normal", {"sigma": 0.1}, None, (30, 4, 30)),
 ]
 
@@ -76,9 +76,12 @@ def test_grouped_kernel_matches_pymc(law_name, likelihood, group_sd, priors, siz
     layout = _fastgroups.variable_layout(law, model.priors, model.group_sd, len(names),
                                          centred, likelihood)
     stems = [s for s, _ in layout]
-    if law_name == "chinchilla" and group_sd is None:   # a, b: offsets from the centred mean
-        assert "popw_a" in stems and "popw_b" in stems and "pop_E_fraction" in stems
-    if group_sd and "sigma" in group_sd:
+    if law_name == "chinchilla" and group_sd is None:   # a: an offset from the centred mean
+        assert "popw_a" in stems and "pop_E_fraction" in stems and "popsd_b" not in stems
+        assert "z_sigma" in stems and "raw_sigma" not in stems   # noise per group, non-centred
+    if group_sd and "b" in group_sd:
+        assert "popw_b" in stems and "sigma" in stems
+    if group_sd and group_sd.get("sigma"):
         assert "popsd_sigma" in stems and "sigma" not in stems
     pm_model = model_module.build_partial(model, runs)
     assert sorted(s for s, _ in layout) == sorted(pm_model.values_to_rvs[v].name
