@@ -867,9 +867,9 @@ def build_partial(model: ScalingModel, runs: Runs):
 
 #: nutpie's target acceptance for the hierarchical model: a smaller step than a single fit's
 #: (0.95), because with two or three groups each spread is barely known and the layer keeps
-#: some curvature. 3 groups x 80 simulated runs and notebook 04's Porian triple, 3 seeds each
-#: x 4,000 draws: 0 divergences at 0.98 (1-13 at 0.95) for 1.4x the gradients per draw
-#: (benchmarks/bench_groups_speed.py --divergences).
+#: some curvature. 3 groups x 80 simulated runs and notebook 04's Porian triple, 5 seeds each
+#: x 4,000 draws: 0-1 and 0 divergences at 0.98 (1-13 at 0.95) for 1.4x the gradients per
+#: draw (benchmarks/bench_groups_speed.py --divergences).
 GROUPED_TARGET_ACCEPT = 0.98
 #: Groups with at least this many runs per law parameter are sampled centred.
 CENTRED_RUNS_PER_PARAMETER = 2

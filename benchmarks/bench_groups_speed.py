@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--divergences", action="store_true",
                         help="divergences of the bundled cases over --seeds instead")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--output", default="groups_speed.csv",
+                        help="file name in benchmarks/results (default groups_speed.csv)")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     if args.divergences:
@@ -195,7 +197,7 @@ def main() -> None:
                          "gradient_microseconds": 1e6 * gradient_cost(data, route)})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    table.to_csv(RESULTS / "groups_speed.csv", index=False)
+    table.to_csv(RESULTS / args.output, index=False)
     warm = table[table["kind"] == "warm"].groupby(["data", "route"])[
         ["fit_seconds", "fit_cpu_seconds", "grads_per_draw", "tree_depth", "divergences",
          "load_avg_1min"]].median()
