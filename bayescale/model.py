@@ -873,6 +873,10 @@ def build_partial(model: ScalingModel, runs: Runs):
 GROUPED_TARGET_ACCEPT = 0.98
 #: Groups with at least this many runs per law parameter are sampled centred.
 CENTRED_RUNS_PER_PARAMETER = 2
+#: ... when at least this many groups are large: with one or two, the spread has nothing to
+#: hold it off zero, where centred is a funnel (notebook 04's "four small runs" fit: 0-5
+#: divergences per 4,000 draws centred, 0 non-centred, at 2.8x the gradients a draw).
+CENTRED_MIN_GROUPS = 3
 #: ... and only for parameters whose spread prior is at least this wide.
 CENTRED_MIN_SD = 0.2
 
@@ -881,6 +885,8 @@ def _centring(model: ScalingModel, index: np.ndarray, n_groups: int) -> tuple[np
     """Positions of the groups sampled non-centred (few runs) and centred (many)."""
     counts = np.bincount(index, minlength=n_groups)
     many = counts >= CENTRED_RUNS_PER_PARAMETER * model.law.n_parameters
+    if np.count_nonzero(many) < CENTRED_MIN_GROUPS:
+        many[:] = False
     return np.flatnonzero(~many), np.flatnonzero(many)
 
 

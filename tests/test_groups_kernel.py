@@ -23,22 +23,26 @@ from test_groups import grouped_frame
 
 
 def _runs_for(law_name: str, sizes=(30, 30, 4)):
-    frame = grouped_frame(n_runs=sizes)
+    frame = grouped_frame(n_runs=sizes[:3])
+    if len(sizes) == 4:  # four groups: ten of mixB's runs become a group of their own
+        frame.loc[frame.index[frame["mix"] == "mixB"][:10], "mix"] = "mixD"
     if law_name == "compute":
         frame = frame.assign(flops=6.0 * frame["params"] * frame["tokens"])[["flops", "loss", "mix"]]
     return bs.load_runs(frame, group="mix")
 
 
 CASES = [   # law, likelihood, group_sd, priors, groups' sizes
-    # centred (30 runs) and non-centred (4 runs) groups; exponents non-centred throughout
+    # two large groups and a small one: all non-centred (fewer than 3 large groups)
     ("chinchilla", "student_t", None, None, (30, 30, 4)),
+    # three large groups (E, a centred, a's population value an offset) and a small one
+    ("chinchilla", "student_t", None, None, (30, 30, 4, "split")),
     # a shared exponent, a fixed exponent, a fixed nu, four groups
     ("chinchilla", "student_t", {"alpha": 0.0, "E_fraction": 0.3},
      {"nu": Prior("Fixed", value=5.0), "beta": Prior("Fixed", value=0.3)}, (12, 30, 4, "split")),
-    # one input, its exponent varying, normal likelihood
-    ("compute", "normal", {"alpha": 0.3}, None, (30, 4, 30)),
+    # one input, its exponent varying (centred: a log-scale offset), normal likelihood
+    ("compute", "normal", {"alpha": 0.3}, None, (30, 30, 4, "split")),
     # b varying too (an offset population value); the noise shared
-    ("chinchilla", "student_t", {"b": 0.5, "sigma": 0.0}, None, (30, 30, 4)),
+    ("chinchilla", "student_t", {"b": 0.5, "sigma": 0.0}, None, (30, 30, 4, "split")),
     # the noise per group with a normal likelihood
     ("compute", "normal", {"sigma": 0.1}, None, (30, 4, 30)),
 ]
@@ -58,27 +62,28 @@ def _point(pm_model, layout, u):
 
 @pytest.mark.parametrize("law_name, likelihood, group_sd, priors, sizes", CASES)
 def test_grouped_kernel_matches_pymc(law_name, likelihood, group_sd, priors, sizes):
-    runs = _runs_for(law_name, sizes[:3])
-    if len(sizes) == 4:  # four groups: ten of mixB's runs become a group of their own
-        frame = grouped_frame(n_runs=sizes[:3])
-        frame.loc[frame.index[frame["mix"] == "mixB"][:10], "mix"] = "mixD"
-        runs = bs.load_runs(frame, group="mix")
+    runs = _runs_for(law_name, sizes)
     model = bs.ScalingModel(law_name, likelihood=likelihood, pooling="partial",
                             group_sd=group_sd, priors=priors)
     law = model.law
     assert _fastgroups.supports(law, likelihood) is None
     names, index = model_module.group_index(runs)
     centred = model_module.centred_groups(model, index, len(names))
-    if len(sizes) == 3 and law_name == "chinchilla":
+    if len(sizes) == 3:
+        assert not any(c.any() for c in centred.values())
+    elif law_name == "chinchilla":
         assert any(c.any() for c in centred.values()) and not all(c.all() for c in centred.values())
     buf = _fastgroups.make_buffer(law, likelihood, model.priors, model.group_sd,
                                   model.data_values(runs), index, centred)
     layout = _fastgroups.variable_layout(law, model.priors, model.group_sd, len(names),
                                          centred, likelihood)
     stems = [s for s, _ in layout]
-    if law_name == "chinchilla" and group_sd is None:   # a: an offset from the centred mean
+    if law_name == "chinchilla" and group_sd is None and len(sizes) == 4:
+        # a: an offset from the centred groups' mean; the noise per group, non-centred
         assert "popw_a" in stems and "pop_E_fraction" in stems and "popsd_b" not in stems
-        assert "z_sigma" in stems and "raw_sigma" not in stems   # noise per group, non-centred
+        assert "z_sigma" in stems and "raw_sigma" not in stems
+    if law_name == "compute" and group_sd.get("alpha"):
+        assert "popw_alpha" in stems
     if group_sd and "b" in group_sd:
         assert "popw_b" in stems and "sigma" in stems
     if group_sd and group_sd.get("sigma"):
