@@ -784,7 +784,8 @@ def group_index(runs: Runs) -> tuple[tuple, np.ndarray]:
 def build_partial(model: ScalingModel, runs: Runs):
     """The partial-pooling PyMC model: each group's parameters drawn around a population
     value (the law's own prior) with a learned spread: non-centred (z per group) for small
-    groups and tight spreads, centred for groups with many runs, and then the population
+    groups and tight spreads, centred for groups with many runs (when at least
+    :data:`CENTRED_MIN_GROUPS` have many), and then the population
     value an offset from the centred groups' mean where
     :func:`bayescale._fastgroups.population_offset` allows (no funnel in the population
     value and its spread with few groups).
