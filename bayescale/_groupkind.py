@@ -14,6 +14,8 @@ def group_kind(law: Any, name: str) -> str:
     log value + sd·z), ``"linear"`` (value = population value + sd·z) or ``"shared"``."""
     if name == "E_fraction":
         return "log"   # E_g = E_pop·exp(sd·z): log E per group
+    if name == "sigma":
+        return "log"   # the noise scale, when it varies between groups
     lower, upper = law.parameter_domains[name]
     if lower == 0.0 and upper == math.inf:
         return "log"

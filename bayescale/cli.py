@@ -928,8 +928,9 @@ def _add_compare_groups_parser(sub) -> None:
                              "setting) has the lower loss at a budget, and how sure")
     _add_run_arguments(compare)
     _add_fit_arguments(compare)
-    compare.add_argument("--group-col", required=True,
-                         help="column with each run's group (ignored for a saved fit)")
+    compare.add_argument("--group-col", default=None,
+                         help="column with each run's group (required for a CSV; a saved fit "
+                              "keeps its groups)")
     compare.add_argument("--pooling", choices=["partial", "none"], default="partial",
                          help="partial: one hierarchical fit (default); none: each group alone")
     compare.add_argument("--flops", type=_positive_float, default=1e22,
@@ -950,11 +951,20 @@ def cmd_compare_groups(args: argparse.Namespace) -> int:
 
     if Path(args.runs).suffix.lower() in (".nc", ".netcdf"):
         fit = load_fit(args.runs)
+        if not fit.is_grouped:
+            raise ArgumentError(f"{args.runs} is a fit without groups: run compare-groups on "
+                                "the runs' CSV with --group-col <column>")
     else:
+        if args.group_col is None:
+            raise ArgumentError("--group-col is required with a CSV of runs: the column that "
+                                "names each run's group (data mix, family, setting)")
         extras = {spec.name: getattr(args, f"{spec.name}_col", None) for spec in _extra_input_specs()}
         runs = load_runs(args.runs, params=args.params_col, tokens=args.tokens_col,
                          flops=args.flops_col, loss=args.loss_col, group=args.group_col,
                          **{name: column for name, column in extras.items() if column})
+        if len(runs.group_names) < 2:
+            raise ArgumentError(f"{args.runs}: column {args.group_col!r} has one group "
+                                f"({runs.group_names[0]!r}); compare-groups needs at least two")
         model = ScalingModel(args.law, likelihood=args.likelihood, pooling=args.pooling)
         print(f"Fitting the {args.law} law to {len(runs)} runs in {len(runs.group_names)} "
               f"groups ({args.pooling} pooling, {args.chains} chains x {args.draws} draws, "

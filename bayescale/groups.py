@@ -124,6 +124,9 @@ def population_view(fit: "ScalingFit", group: object = "new group") -> "ScalingF
     for name in ("sigma", "nu"):
         if name in fit.posterior:
             variables[name] = (("chain", "draw"), fit.posterior[name].to_numpy())
+    if "popsd_sigma" in fit.posterior:   # a noise scale per group: a new group's own
+        variables["sigma"] = (("chain", "draw"), fit.posterior["pop_sigma"].to_numpy() * np.exp(
+            fit.posterior["popsd_sigma"].to_numpy() * rng.standard_normal(shape)))
     taus = [fit.group_fit(g).discrepancy.tau for g in fit.settings["groups"]]
     discrepancy = replace(default_discrepancy(fit.runs, tau=max(taus)),
                           source="largest of the groups' learned scales (a new group)")

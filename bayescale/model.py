@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .fit import ScalingFit
 
 __all__ = ["ScalingModel", "LIKELIHOODS", "SAMPLERS", "POOLINGS", "DEFAULT_GROUP_SD",
-           "default_noise_priors", "FastPathWarning"]
+           "SIGMA_GROUP_SD", "default_noise_priors", "FastPathWarning"]
 
 
 class FastPathWarning(UserWarning):
@@ -89,7 +89,10 @@ class ScalingModel:
     group_sd : mapping of str to float, optional
         Under ``pooling="partial"``, the sd of the HalfNormal prior on each parameter's
         spread between groups (0: one shared value). Defaults: :data:`DEFAULT_GROUP_SD`,
-        with the model-size exponent ``alpha`` shared in a law that also has ``beta``.
+        with the model-size exponent ``alpha`` shared in a law that also has ``beta`` and the
+        coefficient ``b`` in one that also has ``a`` (:data:`DEFAULT_SHARED_WITH`). ``"sigma"``
+        is the run-to-run noise scale (log scale): by default each group has its own,
+        partially pooled (:data:`SIGMA_GROUP_SD`); 0 shares it.
 
     Examples
     --------
@@ -727,11 +730,20 @@ POOLINGS = ("partial", "none", "complete")
 #: schedules by 5-40%, the exponents by a few per cent.
 DEFAULT_GROUP_SD = {"E_fraction": 0.2, "a": 0.5, "b": 0.5, "alpha": 0.1, "beta": 0.1}
 _DEFAULT_SD_BY_KIND = {"log": 0.1, "linear": 0.5}
-#: Shared by default in a law with a model-size (alpha) and a data exponent (beta): on two
-#: triples of Porian et al.'s configurations, letting alpha vary as well gained no PSIS-LOO
-#: (508.8 vs 507.8 and 598.8 vs 598.4), no holdout accuracy, and cost divergences
-#: (benchmarks/bench_groups_vary.py, benchmarks/results/groups_vary_summary.csv).
-DEFAULT_SHARED_WITH = {"alpha": "beta"}
+#: Shared by default (key) in a law that also has the value's partner: on two triples of
+#: Porian et al.'s configurations (benchmarks/bench_groups_vary.py,
+#: benchmarks/results/groups_vary_summary.csv), letting alpha vary as well as beta gained no
+#: PSIS-LOO (506.1 vs 506.9, 597.8 vs 598.8) nor holdout accuracy; with the noise per group,
+#: letting b vary as well as a gained 0.3 ± 2.3 and 4.1 ± 5.1 in PSIS-LOO, lost holdout
+#: accuracy (RMSLE 0.025 vs 0.021, 0.029 vs 0.026) and cost 86 divergences against 1.
+DEFAULT_SHARED_WITH = {"alpha": "beta", "b": "a"}
+#: Scale of the spread of log sigma (the run-to-run noise) between groups. The noise varies
+#: by default: Porian et al.'s configurations differ in noise (data sets, schedules), and a
+#: shared sigma is the wrong noise for every group. Per-group noise raised PSIS-LOO from
+#: 506.9 to 583.9 and 598.8 to 629.1 (pooling "none": 585.0, 632.1) and lowered holdout RMSLE
+#: from 0.030 to 0.021 and 0.031 to 0.026 at 90% coverage 0.93 and 1.0
+#: (benchmarks/bench_groups_vary.py). ``group_sd={"sigma": 0}`` shares it.
+SIGMA_GROUP_SD = 0.5
 
 
 def _group_settings(law: ScalingLaw, pooling: str | None,
@@ -745,6 +757,7 @@ def _group_settings(law: ScalingLaw, pooling: str | None,
         sds[name] = 0.0 if kind == "shared" else DEFAULT_GROUP_SD.get(name, _DEFAULT_SD_BY_KIND[kind])
         if DEFAULT_SHARED_WITH.get(name) in law.parameter_domains:
             sds[name] = 0.0
+    sds["sigma"] = SIGMA_GROUP_SD
     for name, value in given.items():
         if name not in sds:
             raise PriorError(f"group_sd: no parameter {name!r} in the {law.name} law; "
@@ -770,12 +783,21 @@ def group_index(runs: Runs) -> tuple[tuple, np.ndarray]:
 
 def build_partial(model: ScalingModel, runs: Runs):
     """The partial-pooling PyMC model: each group's parameters drawn around a population
-    value (the law's own prior) with a learned spread, non-centred (z per group).
+    value (the law's own prior) with a learned spread: non-centred (z per group) for small
+    groups and tight spreads, centred for groups with many runs (when at least
+    :data:`CENTRED_MIN_GROUPS` have many), and then the population
+    value an offset from the centred groups' mean where
+    :func:`bayescale._fastgroups.population_offset` allows (no funnel in the population
+    value and its spread with few groups).
 
-    A parameter with ``group_sd`` 0 is one value for all groups. Noise (sigma, nu) is shared.
+    A parameter with ``group_sd`` 0 is one value for all groups. The noise scale sigma varies
+    between groups the same way (always non-centred) when ``group_sd["sigma"]`` is above 0;
+    nu is shared.
     """
     import pymc as pm
     import pytensor.tensor as pt
+
+    from . import _fastgroups
 
     names, index = group_index(runs)
     few_runs, many_runs = _centring(model, index, len(names))
@@ -785,36 +807,55 @@ def build_partial(model: ScalingModel, runs: Runs):
         data = {name: pm.Data(name, value) for name, value in values.items()}
         where = pm.Data("group_index", index)
         theta = {}
-        for name in law.parameter_domains:
+        for name in _fastgroups.population_names(law, model.priors, model.group_sd):
             sd = model.group_sd[name]
             prior = model.priors[name]
             if sd == 0 or prior.dist == "Fixed":
                 theta[name] = model._random_variable(pm, pt, f"pop_{name}", prior)
                 continue
-            pop = model._random_variable(pm, pt, f"pop_{name}", prior)
-            spread = pm.HalfNormal(f"popsd_{name}", sigma=sd)
-            linear = group_kind(law, name) == "linear"
-            centre = pop if linear else pt.log(pop)
+            kind = group_kind(law, name)
+            linear = kind == "linear"
             # Many runs pin a group's value down: centred there (the non-centred z would be
             # tied to the population's value and spread, a ridge NUTS crawls along);
             # non-centred for small groups, whose values the population sets (a funnel).
             # A tight spread (the exponents) sits near zero, where centred is a funnel.
-            few, many = (few_runs, many_runs) if sd >= CENTRED_MIN_SD else (
+            few, many = (few_runs, many_runs) if _centres_large_groups(model, name) else (
                 np.arange(len(names)), np.arange(0))
+            flags = np.zeros(len(names), dtype=bool)
+            flags[many] = True
+            spread = pm.HalfNormal(f"popsd_{name}", sigma=sd)
+            if _fastgroups.population_offset(kind, prior, sd, flags):
+                # The population value as an offset from the centred groups' mean (see
+                # population_offset): the law's prior and the groups' normal as potentials.
+                raw = pm.Flat(f"raw_{name}", shape=many.size)
+                w = pm.Flat(f"popw_{name}")
+                scale = spread / math.sqrt(many.size)
+                centre = raw.mean() + scale * w
+                pop = pm.Deterministic(f"pop_{name}", centre if linear else pt.exp(centre))
+                prior_rv = getattr(pm, prior.dist).dist(**prior.params)
+                pm.Potential(f"prior_pop_{name}", pm.logp(prior_rv, pop) + pt.log(scale)
+                             + (0.0 if linear else centre))
+                pm.Potential(f"groups_{name}",
+                             pm.logp(pm.Normal.dist(centre, spread), raw).sum())
+            else:
+                pop = model._random_variable(pm, pt, f"pop_{name}", prior)
+                centre = pop if linear else pt.log(pop)
+                raw = pm.Normal(f"raw_{name}", centre, spread, shape=many.size) if many.size else None
             per_group = pt.zeros(len(names))
             if few.size:
                 z = pm.Normal(f"z_{name}", 0.0, 1.0, shape=few.size)
                 per_group = pt.set_subtensor(per_group[few], centre + spread * z)
             if many.size:
-                raw = pm.Normal(f"raw_{name}", centre, spread, shape=many.size)
                 per_group = pt.set_subtensor(per_group[many], raw)
             per_group = pm.Deterministic(f"group_{name}", per_group if linear
                                          else pt.exp(per_group))
             theta[name] = per_group[where]
         ref = {name: data[name] for name in law.reference_names()}
         log_x = {name: data[f"log_{name}"] for name in law.inputs}
+        sigma = theta.pop("sigma", None)    # one per run's group, when it varies
         mu = law.log_loss(theta, log_x, ref, pt)
-        sigma = model._random_variable(pm, pt, "sigma", model.priors["sigma"])
+        if sigma is None:
+            sigma = model._random_variable(pm, pt, "sigma", model.priors["sigma"])
         observed = data["log_loss_observed"]
         if model.likelihood == "student_t":
             nu = model._random_variable(pm, pt, "nu", model.priors["nu"])
@@ -825,8 +866,18 @@ def build_partial(model: ScalingModel, runs: Runs):
     return pm_model
 
 
+#: nutpie's target acceptance for the hierarchical model: a smaller step than a single fit's
+#: (0.95), because with two or three groups each spread is barely known and the layer keeps
+#: some curvature. 3 groups x 80 simulated runs and notebook 04's Porian triple, 5 seeds each
+#: x 4,000 draws: 0-1 and 0 divergences at 0.98 (1-13 at 0.95) for 1.4x the gradients per
+#: draw (benchmarks/bench_groups_speed.py --divergences).
+GROUPED_TARGET_ACCEPT = 0.98
 #: Groups with at least this many runs per law parameter are sampled centred.
 CENTRED_RUNS_PER_PARAMETER = 2
+#: ... when at least this many groups are large: with one or two, the spread has nothing to
+#: hold it off zero, where centred is a funnel (notebook 04's "four small runs" fit: 0-5
+#: divergences per 4,000 draws centred, 0 non-centred, at 2.8x the gradients a draw).
+CENTRED_MIN_GROUPS = 3
 #: ... and only for parameters whose spread prior is at least this wide.
 CENTRED_MIN_SD = 0.2
 
@@ -835,7 +886,16 @@ def _centring(model: ScalingModel, index: np.ndarray, n_groups: int) -> tuple[np
     """Positions of the groups sampled non-centred (few runs) and centred (many)."""
     counts = np.bincount(index, minlength=n_groups)
     many = counts >= CENTRED_RUNS_PER_PARAMETER * model.law.n_parameters
+    if np.count_nonzero(many) < CENTRED_MIN_GROUPS:
+        many[:] = False
     return np.flatnonzero(~many), np.flatnonzero(many)
+
+
+def _centres_large_groups(model: ScalingModel, name: str) -> bool:
+    """Whether groups with many runs sample this parameter centred. Never the noise scale:
+    groups' noise is often alike (a spread near 0, where centred is a funnel: 5-126
+    divergences per 4,000 draws against 0-3 non-centred on 3 x 80 simulated runs)."""
+    return name != "sigma" and model.group_sd[name] >= CENTRED_MIN_SD
 
 
 def centred_groups(model: ScalingModel, index: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
@@ -843,9 +903,9 @@ def centred_groups(model: ScalingModel, index: np.ndarray, n_groups: int) -> dic
     group; all False for a parameter shared between groups)."""
     _, many = _centring(model, index, n_groups)
     flags = {}
-    for name in model.law.parameter_domains:
+    for name in [*model.law.parameter_domains, "sigma"]:
         flag = np.zeros(n_groups, dtype=bool)
-        if model.group_sd[name] >= CENTRED_MIN_SD:
+        if _centres_large_groups(model, name):
             flag[many] = True
         flags[name] = flag
     return flags
@@ -979,7 +1039,7 @@ def fit_grouped(model: ScalingModel, runs: Runs, pooling: str, *, draws: int, tu
     tree, failure = _sample_nutpie(nutpie, compiled, draws=draws, tune=tune, chains=chains,
                                    cores=cores, seed=random_seed, progress_bar=progressbar,
                                    save_warmup=False, adaptation=NUTPIE_ADAPTATION,
-                                   target_accept=NUTPIE_TARGET_ACCEPT)
+                                   target_accept=GROUPED_TARGET_ACCEPT)
     if failure is not None:
         raise SamplingError(model._failure_message(runs, f"nutpie failed ({failure})"))
     seconds = time.perf_counter() - start
@@ -1012,6 +1072,10 @@ def fit_grouped(model: ScalingModel, runs: Runs, pooling: str, *, draws: int, tu
     for name in ("sigma", "nu"):
         if name in raw:
             variables[name] = (("chain", "draw"), raw[name].to_numpy())
+    if "group_sigma" in raw:    # the noise scale per group
+        variables["sigma"] = (("chain", "draw", "group"), raw["group_sigma"].to_numpy())
+        variables["pop_sigma"] = (("chain", "draw"), raw["pop_sigma"].to_numpy())
+        variables["popsd_sigma"] = (("chain", "draw"), raw["popsd_sigma"].to_numpy())
     posterior = xr.Dataset(variables)
     stats_raw = tree["sample_stats"].to_dataset()
     from .fit import _STAT_NAMES

@@ -7,7 +7,13 @@ warm fit (the same process again, another seed), the cost of one log density + g
 gradient evaluations per draw, tree depth, step size and divergences. 4 chains x 1000 draws
 after 1000 tuning steps, as a default fit. Writes benchmarks/results/groups_speed.csv.
 
+``--divergences``: instead, divergences of default partial-pooling fits on the bundled cases
+(the synthetic 3 x 80, notebook 04's Porian triple, and its "four small runs of one group"
+fit), several seeds each, with gradients per draw and CPU seconds; writes
+benchmarks/results/groups_divergences.csv.
+
     python benchmarks/bench_groups_speed.py [--routes nutpie nutpie-pymc] [--data synthetic porian]
+    python benchmarks/bench_groups_speed.py --divergences [--seeds 0 1 2 3]
 """
 
 from __future__ import annotations
@@ -40,6 +46,14 @@ def frame(data: str) -> pd.DataFrame:
     if data == "porian":
         table = pd.read_csv(DATA)
         return table[table["config"].isin(CONFIGS)][["config", "params", "tokens", "loss"]]
+    if data == "porian-few4":   # notebook 04: keep only 4 small runs of the last config
+        table = pd.read_csv(DATA)
+        table = table[table["config"].isin(CONFIGS)]
+        mine = table[table["config"] == CONFIGS[2]]
+        small = mine[mine["flops"].isin(np.sort(mine["flops"].unique())[:4])]
+        small = small.loc[small.groupby("flops")["loss"].idxmin()]
+        return pd.concat([table[table["config"] != CONFIGS[2]], small])[
+            ["config", "params", "tokens", "loss"]]
     rng = np.random.default_rng(3)
     parts = []
     for k, truth in enumerate(TRUTHS):
@@ -124,13 +138,43 @@ def cold(data: str, route: str) -> dict:
     return row
 
 
+def divergences(seeds) -> pd.DataFrame:
+    """Default partial-pooling fits (the kernel) of the bundled cases, one row per seed."""
+    rows = []
+    one_fit("synthetic", "nutpie", 99)   # load the kernel once
+    for data in ("synthetic", "porian", "porian-few4"):
+        for seed in seeds:
+            load = os.getloadavg()[0]
+            row = {"data": data, "seed": seed, "load_avg_1min": load,
+                   **one_fit(data, "nutpie", seed)}
+            rows.append(row)
+            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()},
+                  flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(RESULTS / "groups_divergences.csv", index=False)
+    print("\ndivergences per 4,000 draws, by seed:")
+    print(table.pivot(index="data", columns="seed", values="divergences").to_string())
+    print("\nmedians:")
+    print(table.groupby("data")[["grads_per_draw", "fit_cpu_seconds", "fit_seconds",
+                                 "load_avg_1min"]].median().round(3).to_string())
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--routes", nargs="+", default=["nutpie", "nutpie-pymc"])
     parser.add_argument("--data", nargs="+", default=["synthetic", "porian"])
     parser.add_argument("--warm", type=int, default=3, help="warm fits per route (seeds 1..)")
+    parser.add_argument("--divergences", action="store_true",
+                        help="divergences of the bundled cases over --seeds instead")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--output", default="groups_speed.csv",
+                        help="file name in benchmarks/results (default groups_speed.csv)")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
+    if args.divergences:
+        divergences(args.seeds)
+        return
     rows = []
     for data in args.data:
         if data == "porian" and not DATA.exists():
@@ -153,7 +197,7 @@ def main() -> None:
                          "gradient_microseconds": 1e6 * gradient_cost(data, route)})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    table.to_csv(RESULTS / "groups_speed.csv", index=False)
+    table.to_csv(RESULTS / args.output, index=False)
     warm = table[table["kind"] == "warm"].groupby(["data", "route"])[
         ["fit_seconds", "fit_cpu_seconds", "grads_per_draw", "tree_depth", "divergences",
          "load_avg_1min"]].median()

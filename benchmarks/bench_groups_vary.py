@@ -6,7 +6,8 @@ validation loss with the standard parameter count. The datablations runs of Muen
 al. (2023) are all on one data set (C4), so they offer no groups to compare.
 
 Candidates (partial pooling with the named parameters varying, the others one shared value),
-plus pooling "complete" (one law) and "none" (each group alone). Scores:
+plus pooling "complete" (one law) and "none" (each group alone); "sigma" in a candidate is
+the run-to-run noise scale per group (``group_sd["sigma"]``). Scores:
 
 - ``elpd_loo``: PSIS-LOO expected log predictive density of all runs (ArviZ), with its
   standard error and the largest Pareto k;
@@ -50,6 +51,8 @@ CANDIDATES = {
     "all vary": ALL,
     "E, a, b vary": ("E_fraction", "a", "b"),
     "E, a, b, beta vary": ("E_fraction", "a", "b", "beta"),
+    "E, a, b, beta, sigma vary": ("E_fraction", "a", "b", "beta", "sigma"),
+    "E, a, beta, sigma vary": ("E_fraction", "a", "beta", "sigma"),
     "E, a, b, alpha vary": ("E_fraction", "a", "b", "alpha"),
     "E vary": ("E_fraction",),
     "complete": None,
@@ -66,9 +69,9 @@ def fit(frame: pd.DataFrame, candidate: str, settings: dict):
             model = bs.ScalingModel("chinchilla", pooling="none")
         else:
             vary = CANDIDATES[candidate]
-            model = bs.ScalingModel("chinchilla", pooling="partial",
-                                    group_sd={n: (bs.model.DEFAULT_GROUP_SD[n] if n in vary else 0.0)
-                                              for n in ALL})
+            sds = {n: (bs.model.DEFAULT_GROUP_SD[n] if n in vary else 0.0) for n in ALL}
+            sds["sigma"] = bs.model.SIGMA_GROUP_SD if "sigma" in vary else 0.0
+            model = bs.ScalingModel("chinchilla", pooling="partial", group_sd=sds)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -154,6 +157,8 @@ def main() -> None:
                 row["elpd_diff"] = float(diff.sum())
                 row["elpd_diff_se"] = float(np.sqrt(diff.size * diff.var()))
     suffix = "" if set(args.cases) == {"loo", "holdout", "small4"} else "_" + "_".join(args.cases)
+    if args.candidates != list(CANDIDATES):
+        suffix += "_subset"
     table = pd.DataFrame(rows)
     table.to_csv(RESULTS / f"groups_vary{suffix}.csv", index=False)
     summary = []
