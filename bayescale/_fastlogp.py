@@ -141,7 +141,7 @@ def kernel(law: Any) -> ModuleType:
     with _kernels_lock:
         module = _kernels.get(cls)
         if module is None:
-            pieces = emit_log_loss(law)
+            pieces = emit_log_loss(law, full_simd=True)
             lower = _float_list(lo for lo, _ in law.parameter_domains.values())
             upper = _float_list(hi for _, hi in law.parameter_domains.values())
             source = KERNEL_TEMPLATE.format(
@@ -149,8 +149,8 @@ def kernel(law: Any) -> ModuleType:
                 nr=len(pieces["refs"]), lower=lower, upper=upper,
                 xslices=indent([f"x{i} = buf[DATA_START + {i} * n:DATA_START + {i + 1} * n]"
                                 for i in range(len(pieces["inputs"]))], 1),
-                setup=indent(pieces["setup"], 1), point=indent(pieces["point"], 2),
-                point_grad=indent(pieces["point_grad"], 2), finish=indent(pieces["finish"], 1))
+                setup=indent(pieces["setup"], 1), point=indent(pieces["point"], 3),
+                point_grad=indent(pieces["point_grad"], 3), finish=indent(pieces["finish"], 1))
             module = load_generated(f"logp_{_safe(law.name)}", source)
             _kernels[cls] = module
     return module
@@ -306,6 +306,7 @@ import numba
 import numpy as np
 
 from bayescale._fastlogp import HEADER, SLOT, _as_double, _constrain, _digamma, _prior
+from bayescale._vecmath import vexp as _vexp, vexpm1 as _vexpm1, vlog as _vlog, vlog1p as _vlog1p
 
 K = {k}          # law parameters (slots 0..K-1); slot K is sigma, K+1 is nu
 NI = {ni}        # inputs
@@ -317,7 +318,10 @@ LOWER = np.array({lower})
 UPPER = np.array({upper})
 
 
-@numba.njit(cache=True, error_model="numpy")
+# The loops over runs call no function (the law's lines use _vecmath's exp/log/expm1/log1p,
+# the likelihood is chosen outside them), so LLVM vectorises them; reassociation lets it
+# split the sums into SIMD lanes (no finite-math assumptions: inf and nan propagate).
+@numba.njit(cache=True, error_model="numpy", fastmath={{"reassoc", "contract"}})
 def logp_and_grad(u, grad, buf):
     likelihood = int(buf[0])
     n = int(buf[1])
@@ -360,24 +364,33 @@ def logp_and_grad(u, grad, buf):
     g_nu = 0.0
     inv_sigma = 1.0 / sigma
     half_nu1 = 0.5 * (nu + 1.0)
+    inv_nu = 1.0 / nu
     nu_sampled = buf[HEADER + SLOT * (K + 1)] >= 0
-    for j in range(n):
+    loglik = 0.0
+    if likelihood == 1:
+        for j in range(n):
 {point}
-        r = (y[j] - mu) * inv_sigma
-        r2 = r * r
-        if likelihood == 1:
-            log_term = math.log1p(r2 / nu)
-            logp -= half_nu1 * log_term
+            r = (y[j] - mu) * inv_sigma
+            r2 = r * r
+            log_term = _vlog1p(r2 * inv_nu)
+            loglik -= half_nu1 * log_term
             scale = (nu + 1.0) / (nu + r2)
             dmu = scale * r * inv_sigma
             g_sigma += scale * r2 * inv_sigma
-            if nu_sampled:
-                g_nu += -0.5 * log_term + 0.5 * scale * r2 / nu
-        else:
-            logp -= 0.5 * r2
+            g_nu += -0.5 * log_term + 0.5 * scale * r2 * inv_nu
+{point_grad}
+        if not nu_sampled:
+            g_nu = 0.0
+    else:
+        for j in range(n):
+{point}
+            r = (y[j] - mu) * inv_sigma
+            r2 = r * r
+            loglik -= 0.5 * r2
             dmu = r * inv_sigma
             g_sigma += r2 * inv_sigma
 {point_grad}
+    logp += loglik
 {finish}
     logp -= n * math.log(sigma)
     g_sigma -= n * inv_sigma
