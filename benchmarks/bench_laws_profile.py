@@ -42,7 +42,7 @@ from bayescale import _fastlogp
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_laws import EXTRA_DATA, case_runs, default_label  # noqa: E402
+from bench_laws import EXTRA_DATA, SHARED_DATA, case_runs, default_label  # noqa: E402
 
 RESULTS = HERE / "results" / "laws_profile.csv"
 DRAWS = TUNE = 1000
@@ -105,7 +105,8 @@ def main() -> None:
     parser.add_argument("--laws", nargs="*", default=bs.available_laws())
     args = parser.parse_args()
     cases = [(law, "default", default_label(law)) for law in args.laws]
-    cases += [(law, data, label) for law, (label, data) in EXTRA_DATA.items() if law in args.laws]
+    cases += [(law, data, label) for law, (label, data) in EXTRA_DATA.items()
+              if law in args.laws and (data == "chinchilla" or SHARED_DATA.exists())]
     rows = []
     for law, data, label in sorted(cases, key=lambda case: case[0]):
         rows.append(profile(law, data, label))
