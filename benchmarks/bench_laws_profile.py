@@ -66,7 +66,7 @@ def ns_per_point(model: bs.ScalingModel, runs: bs.Runs) -> float:
                                         *_fastlogp._transform(model.priors[name]))
                   for name in sampled])
     grad = np.zeros(len(u))
-    kernel = _fastlogp.kernel(model.law).logp_and_grad
+    kernel = _fastlogp.kernel(model.law, model.likelihood).logp_and_grad
     _repeat(kernel, u, grad, buf, 10)
     times = max(200, int(2e7 / len(runs)))
     best = np.inf
