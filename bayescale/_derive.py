@@ -20,6 +20,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -409,16 +410,29 @@ def cache_dir() -> Path:
     return path
 
 
-def load_generated(prefix: str, source: str) -> ModuleType:
-    """Import generated source as a module, writing it to the cache folder first.
+def source_digest(source: str, package: Path | None = None) -> str:
+    """Hash of generated source, the numba version and the bayescale modules it imports.
 
-    The file name carries a hash of the source (and of the numba version), so a changed law
-    gets a new file and numba's cache, keyed by file, never serves stale code.
+    numba's cache checks only the generated file, not the functions it inlines or calls from
+    bayescale modules (``vexp``, ``_prior``, ...), so their source is part of the key:
+    a change there gives new file names and a fresh compilation, never stale machine code.
     """
     import numba
 
-    digest = hashlib.sha256((source + numba.__version__).encode()).hexdigest()[:16]
-    name = f"_bayescale_{prefix}_{digest}"
+    package = Path(__file__).resolve().parent if package is None else package
+    imported = sorted(set(re.findall(r"^from bayescale\.(\w+) import", source, re.M)))
+    key = source + numba.__version__ + "".join(
+        (package / f"{name}.py").read_text() for name in imported if (package / f"{name}.py").exists())
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def load_generated(prefix: str, source: str) -> ModuleType:
+    """Import generated source as a module, writing it to the cache folder first.
+
+    The file name carries :func:`source_digest`, so a changed law (or a changed bayescale
+    function it uses) gets a new file and numba's cache, keyed by file, never serves stale code.
+    """
+    name = f"_bayescale_{prefix}_{source_digest(source)}"
     with _lock:
         module = _loaded.get(name)
         if module is not None:

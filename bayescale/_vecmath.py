@@ -148,6 +148,17 @@ def vexp(x):
 
 
 @numba.njit(inline="always", error_model="numpy")
+def _log_terms(f):
+    # fdlibm's log kernel on f = m − 1: s = f/(2 + f), f²/2 and the two halves of the series in s².
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
+    t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
+    return s, 0.5 * f * f, t1, t2
+
+
+@numba.njit(inline="always", error_model="numpy")
 def vlog(x):
     """log(x) without a libm call (vectorisable)."""
     sub = x < _TINY
@@ -159,12 +170,7 @@ def vlog(x):
     m = m * 0.5 if big else m
     k = field - 1023.0 + (1.0 if big else 0.0) - (54.0 if sub else 0.0)
     f = m - 1.0
-    s = f / (2.0 + f)
-    z = s * s
-    w = z * z
-    t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
-    t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
-    hfsq = 0.5 * f * f
+    s, hfsq, t1, t2 = _log_terms(f)
     out = k * _LN2_HI - ((hfsq - (s * (hfsq + t2 + t1) + k * _LN2_LO)) - f)
     out = out if x < _INF else x          # inf and nan pass through
     out = -_INF if x == 0.0 else out
@@ -174,12 +180,7 @@ def vlog(x):
 @numba.njit(inline="always", error_model="numpy")
 def _log1p_reduced(f):
     # log(1 + f) for f in vlog's reduced range (k = 0): fdlibm's kernel, with no rounding of 1 + f.
-    s = f / (2.0 + f)
-    z = s * s
-    w = z * z
-    t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
-    t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
-    hfsq = 0.5 * f * f
+    s, hfsq, t1, t2 = _log_terms(f)
     return f - (hfsq - s * (hfsq + t2 + t1))
 
 

@@ -121,3 +121,19 @@ def test_kernel_loop_over_runs_is_vectorised(law, likelihood):
     simd = [label for label, body in blocks.items() if label.startswith("vector.body")
             and any(f"@llvm.rint.v{lanes}f64" in body for lanes in (8, 4, 2))]
     assert simd, "the loop over runs is not vectorised"
+
+
+def test_kernel_file_names_follow_the_bayescale_code_they_use(tmp_path):
+    # numba's cache would serve machine code with an old vexp or _prior inlined: the name of
+    # a generated file must change when a module the source imports changes.
+    from bayescale._derive import source_digest
+
+    source = "from bayescale._helper import f\n\ndef g(x):\n    return f(x)\n"
+    (tmp_path / "_helper.py").write_text("def f(x):\n    return x\n")
+    before = source_digest(source, tmp_path)
+    assert source_digest(source, tmp_path) == before
+    (tmp_path / "_helper.py").write_text("def f(x):\n    return 2 * x\n")
+    after = source_digest(source, tmp_path)
+    assert after != before
+    (tmp_path / "_other.py").write_text("x = 1\n")     # a module it does not import
+    assert source_digest(source, tmp_path) == after
