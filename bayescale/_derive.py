@@ -20,6 +20,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -281,13 +282,16 @@ def _backward(node: Node, v, g: str) -> list[tuple[int, str]]:
     raise NotTraceable(f"no derivative for {op}")
 
 
-def emit_log_loss(law: Any, log_params: Sequence[str] = (), *, simd: bool = False) -> dict[str, Any]:
+def emit_log_loss(law: Any, log_params: Sequence[str] = (), *, simd: bool = False,
+                  full_simd: bool = False) -> dict[str, Any]:
     """Source code pieces for the law's log loss and its gradient.
 
     ``log_params``: parameters whose coordinate ``th[k]`` is their log (see :func:`trace`).
     ``simd``: the per-run lines call :func:`bayescale._vecmath.vexp` / ``vlog`` (as ``_vexp``
     and ``_vlog``, which the caller's module imports) instead of ``math.exp`` / ``math.log``,
     so that a loop over runs without other calls vectorises (same values to ~1 ulp).
+    ``full_simd``: as ``simd``, and ``math.expm1`` / ``math.log1p`` become ``_vexpm1`` /
+    ``_vlog1p`` too, so the per-run lines call no libm function at all (within a few ulp).
 
     Returns a dict with
 
@@ -361,15 +365,23 @@ def emit_log_loss(law: Any, log_params: Sequence[str] = (), *, simd: bool = Fals
             finish.append(f"gth[{node.value[0]}] += {adj(node)}")
     if out.op == "theta" or not out.uses_x:
         pass  # handled: its adjoint is a setup adjoint accumulating dmu
-    if simd:
-        point, point_grad = _simd(point), _simd(point_grad)
+    if simd or full_simd:
+        point, point_grad = _simd(point, full_simd), _simd(point_grad, full_simd)
     return {"theta": theta_names, "refs": ref_names, "inputs": input_names, "setup": setup,
             "point": point, "point_grad": point_grad, "finish": finish}
 
 
-def _simd(lines: list[str]) -> list[str]:
+def _simd(lines: list[str], full: bool = False) -> list[str]:
     # libm calls block vectorisation; the polynomial versions do not ("math.log(" is not log1p)
-    return [line.replace("math.exp(", "_vexp(").replace("math.log(", "_vlog(") for line in lines]
+    names = {"math.exp(": "_vexp(", "math.log(": "_vlog("}
+    if full:
+        names.update({"math.expm1(": "_vexpm1(", "math.log1p(": "_vlog1p("})
+    out = []
+    for line in lines:
+        for libm, vector in names.items():
+            line = line.replace(libm, vector)
+        out.append(line)
+    return out
 
 
 # -- generated modules: written once to a cache folder, compiled by numba with cache=True --
@@ -398,16 +410,29 @@ def cache_dir() -> Path:
     return path
 
 
-def load_generated(prefix: str, source: str) -> ModuleType:
-    """Import generated source as a module, writing it to the cache folder first.
+def source_digest(source: str, package: Path | None = None) -> str:
+    """Hash of generated source, the numba version and the bayescale modules it imports.
 
-    The file name carries a hash of the source (and of the numba version), so a changed law
-    gets a new file and numba's cache, keyed by file, never serves stale code.
+    numba's cache checks only the generated file, not the functions it inlines or calls from
+    bayescale modules (``vexp``, ``_prior``, ...), so their source is part of the key:
+    a change there gives new file names and a fresh compilation, never stale machine code.
     """
     import numba
 
-    digest = hashlib.sha256((source + numba.__version__).encode()).hexdigest()[:16]
-    name = f"_bayescale_{prefix}_{digest}"
+    package = Path(__file__).resolve().parent if package is None else package
+    imported = sorted(set(re.findall(r"^from bayescale\.(\w+) import", source, re.M)))
+    key = source + numba.__version__ + "".join(
+        (package / f"{name}.py").read_text() for name in imported if (package / f"{name}.py").exists())
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def load_generated(prefix: str, source: str) -> ModuleType:
+    """Import generated source as a module, writing it to the cache folder first.
+
+    The file name carries :func:`source_digest`, so a changed law (or a changed bayescale
+    function it uses) gets a new file and numba's cache, keyed by file, never serves stale code.
+    """
+    name = f"_bayescale_{prefix}_{source_digest(source)}"
     with _lock:
         module = _loaded.get(name)
         if module is not None:

@@ -1,4 +1,4 @@
-"""exp and log as plain arithmetic, so numba loops that call them vectorise.
+"""exp, log, log1p and expm1 as plain arithmetic, so numba loops that call them vectorise.
 
 numba's ``math.exp`` / ``math.log`` are calls into libm; without SVML, LLVM cannot vectorise a
 loop that contains a call, so a density's loop over points runs one point at a time. The
@@ -26,7 +26,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-__all__ = ["vexp", "vlog", "vexpm1", "vexpm1_small"]
+__all__ = ["vexp", "vlog", "vlog1p", "vexpm1", "vexpm1_small"]
 
 
 @intrinsic
@@ -148,6 +148,17 @@ def vexp(x):
 
 
 @numba.njit(inline="always", error_model="numpy")
+def _log_terms(f):
+    # fdlibm's log kernel on f = m − 1: s = f/(2 + f), f²/2 and the two halves of the series in s².
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
+    t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
+    return s, 0.5 * f * f, t1, t2
+
+
+@numba.njit(inline="always", error_model="numpy")
 def vlog(x):
     """log(x) without a libm call (vectorisable)."""
     sub = x < _TINY
@@ -159,16 +170,34 @@ def vlog(x):
     m = m * 0.5 if big else m
     k = field - 1023.0 + (1.0 if big else 0.0) - (54.0 if sub else 0.0)
     f = m - 1.0
-    s = f / (2.0 + f)
-    z = s * s
-    w = z * z
-    t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
-    t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
-    hfsq = 0.5 * f * f
+    s, hfsq, t1, t2 = _log_terms(f)
     out = k * _LN2_HI - ((hfsq - (s * (hfsq + t2 + t1) + k * _LN2_LO)) - f)
     out = out if x < _INF else x          # inf and nan pass through
     out = -_INF if x == 0.0 else out
     return _NAN if x < 0.0 else out
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _log1p_reduced(f):
+    # log(1 + f) for f in vlog's reduced range (k = 0): fdlibm's kernel, with no rounding of 1 + f.
+    s, hfsq, t1, t2 = _log_terms(f)
+    return f - (hfsq - s * (hfsq + t2 + t1))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def vlog1p(x):
+    """log(1 + x) without a libm call (vectorisable).
+
+    For −0.29 ≤ x ≤ 0.41 (where 1 + x lies in vlog's reduced range) the polynomial runs on x
+    itself, so small x keep full relative precision; elsewhere ``vlog(1 + x)``, whose rounding
+    of 1 + x costs at most an ulp there (|log1p(x)| ≥ 0.34). Both are computed and one
+    selected, so the function stays branch-free and needs no compensated sum that
+    reassociation could undo.
+    """
+    near = (x >= -0.29) & (x <= 0.41)
+    small = _log1p_reduced(x if near else 0.0)
+    large = vlog(1.0 + x)
+    return small if near else large
 
 
 @numba.njit(inline="always", error_model="numpy")

@@ -137,3 +137,12 @@ def test_bundled_dataset():
     assert epoch.frame["loss"].max() < five_highest.min()
     with pytest.raises(ValueError, match="unknown data set 'nope'"):
         bs.load_dataset("nope")
+
+
+def test_bundled_nmt_curve():
+    runs = bs.load_dataset("revisiting_nmt")
+    assert len(runs) == 11
+    assert runs.frame["flops"].iloc[0] == 5e5 and runs.frame["flops"].iloc[-1] == 5.12e8
+    assert np.all(np.diff(runs.frame["loss"]) < 0)          # a learning curve, still falling
+    assert "Alabdulmohsin" in runs.source
+    assert runs.frame["params"].isna().all()                 # one scale variable only

@@ -83,3 +83,57 @@ def test_fast_and_pymc_compiled_samplers_agree(synthetic_runs, chinchilla_fit):
     a, b = chinchilla_fit.summary(), other.summary()
     for name in ("E", "alpha", "beta"):
         assert abs(a.loc[name, "median"] - b.loc[name, "median"]) < 0.5 * a.loc[name, "sd"] + 0.5 * b.loc[name, "sd"]
+
+
+def _fresh_llvm(function, *args) -> str:
+    """LLVM IR of a (possibly cached) numba function, recompiled with the same options.
+
+    numba cannot show the IR of code it loaded from its cache, so the Python source is
+    compiled again, uncached, with the options the kernel declares (fastmath included).
+    """
+    import numba
+
+    options = {k: v for k, v in function.targetoptions.items() if k not in ("cache", "nopython")}
+    fresh = numba.njit(**options)(function.py_func)
+    fresh(*args)
+    return fresh.inspect_llvm(fresh.signatures[0])
+
+
+# exp/log-only laws are like chinchilla: checked in the slow suite (each compile takes 2-5 s)
+_EXP_LOG_ONLY = {"compute", "kaplan", "kaplan_d", "kaplan_n", "overtrained"}
+
+
+@pytest.mark.parametrize("likelihood", ["student_t", "normal"])
+@pytest.mark.parametrize("law", [pytest.param(name, marks=pytest.mark.slow) if name in _EXP_LOG_ONLY
+                                 else name for name in bs.available_laws()])
+def test_kernel_loop_over_runs_is_vectorised(law, likelihood):
+    # The loop over runs must compile to SIMD code: a libm call, a branch on the likelihood or
+    # a function call left in it stops that and costs 2-3x (benchmarks/bench_laws_profile.py).
+    # A vectorised loop's body is one basic block "vector.body<n>"; vexp's rounding in vector
+    # form there shows it is the law's own lines (LLVM can also vectorise a loop around scalar
+    # libm calls). 8 lanes on AVX-512 machines, 4 on AVX2, 2 on SSE.
+    import re
+
+    module = _fastlogp.kernel(bs.get_law(law), likelihood)
+    llvm = _fresh_llvm(module.logp_and_grad, np.zeros(1), np.zeros(1), np.zeros(1000))
+    pieces = re.split(r"^([\w.]+):", llvm, flags=re.M)
+    blocks = dict(zip(pieces[1::2], pieces[2::2]))
+    simd = [label for label, body in blocks.items() if label.startswith("vector.body")
+            and any(f"@llvm.rint.v{lanes}f64" in body for lanes in (8, 4, 2))]
+    assert simd, "the loop over runs is not vectorised"
+
+
+def test_kernel_file_names_follow_the_bayescale_code_they_use(tmp_path):
+    # numba's cache would serve machine code with an old vexp or _prior inlined: the name of
+    # a generated file must change when a module the source imports changes.
+    from bayescale._derive import source_digest
+
+    source = "from bayescale._helper import f\n\ndef g(x):\n    return f(x)\n"
+    (tmp_path / "_helper.py").write_text("def f(x):\n    return x\n")
+    before = source_digest(source, tmp_path)
+    assert source_digest(source, tmp_path) == before
+    (tmp_path / "_helper.py").write_text("def f(x):\n    return 2 * x\n")
+    after = source_digest(source, tmp_path)
+    assert after != before
+    (tmp_path / "_other.py").write_text("x = 1\n")     # a module it does not import
+    assert source_digest(source, tmp_path) == after

@@ -1,4 +1,4 @@
-"""The vectorisable exp/log/expm1 against libm: ~1 ulp everywhere, libm's special values, and
+"""The vectorisable exp/log/log1p/expm1 against libm: ~1 ulp everywhere, libm's special values, and
 the loops that call them compile to SIMD code."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from bayescale._vecmath import vexp, vexpm1, vlog
+from bayescale._vecmath import vexp, vexpm1, vlog, vlog1p
 
 
 @numba.njit(error_model="numpy")
@@ -19,6 +19,12 @@ def _map_exp(a, out):
 def _map_log(a, out):
     for j in range(a.size):
         out[j] = vlog(a[j])
+
+
+@numba.njit(error_model="numpy")
+def _map_log1p(a, out):
+    for j in range(a.size):
+        out[j] = vlog1p(a[j])
 
 
 @numba.njit(error_model="numpy")
@@ -58,6 +64,26 @@ def test_log_within_an_ulp_and_special_values():
         np.testing.assert_array_equal(out, np.log(special))
 
 
+def test_log1p_keeps_small_arguments_exact_and_special_values():
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.uniform(-1e-8, 1e-8, 2000), rng.uniform(-0.3, 0.42, 20000),
+                        rng.uniform(-1.0, 2.0, 20000), np.expm1(rng.uniform(-700, 700, 20000)),
+                        [-0.29, 0.41, -0.29 - 1e-16, 0.41 + 1e-16, 5e-324, -5e-324, 1e-310]])
+    out = np.empty_like(x)
+    _map_log1p(x, out)
+    with np.errstate(divide="ignore"):    # expm1(-700) is -1: log1p(-1) = -inf on both sides
+        ref = np.log1p(x)
+    assert np.array_equal(np.isinf(out), np.isinf(ref))
+    ok = np.isfinite(ref) & (ref != 0)
+    assert np.max(np.abs(out[ok] - ref[ok]) / np.abs(ref[ok])) < 1e-15
+    assert _ulp(out, ref) <= 2.0
+    special = np.array([np.inf, np.nan, 0.0, -0.0, -1.0, -1.5, -np.inf])
+    out = np.empty_like(special)
+    _map_log1p(special, out)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.testing.assert_array_equal(out, np.log1p(special))
+
+
 def test_expm1_keeps_small_arguments_exact():
     rng = np.random.default_rng(2)
     x = np.concatenate([rng.uniform(-1, 1, 20000), rng.uniform(-1e-8, 1e-8, 2000),
@@ -72,7 +98,9 @@ def test_loops_calling_them_are_vectorised():
     out = np.empty(8)
     _map_exp(a, out)
     _map_log(a, out)
-    for fn in (_map_exp, _map_log):
+    _map_log1p(a, out)
+    _map_expm1(a, out)
+    for fn in (_map_exp, _map_log, _map_log1p, _map_expm1):
         llvm = fn.inspect_llvm(fn.signatures[0])
         # 8 lanes on AVX-512 machines, 4 on AVX2, 2 on SSE.
         assert any(f"<{lanes} x double>" in llvm for lanes in (8, 4, 2))

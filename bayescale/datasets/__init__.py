@@ -16,6 +16,16 @@ DATASETS: dict[str, tuple[str, str]] = {
         "chinchilla_hoffmann2022_epoch.csv",
         "Hoffmann et al. (2022), Chinchilla Fig. 4, digitised by Besiroglu et al. (Epoch AI, 2024)",
     ),
+    "revisiting_nmt": (
+        "revisiting_nmt_6enc6dec_alabdulmohsin2022.csv",
+        "Alabdulmohsin, Neyshabur, Zhai (2022), Revisiting Neural Scaling Laws, NMT curve '6 Enc, 6 Dec'",
+    ),
+}
+
+# How a data set's columns map onto load_runs (default: params, tokens, flops, loss).
+# A learning curve has one scale variable, examples seen, which 1-D laws read as ``flops``.
+_COLUMNS: dict[str, dict[str, str | None]] = {
+    "revisiting_nmt": {"params": None, "tokens": None, "flops": "seen_examples"},
 }
 
 
@@ -26,7 +36,10 @@ def load_dataset(name: str, *, drop_highest_loss: int = 0) -> Runs:
     ----------
     name : str
         ``"chinchilla"``: the 245 runs of Hoffmann et al. (2022), Figure 4, as digitised by
-        Epoch AI (Besiroglu et al. 2024). See ``bayescale/datasets/SOURCES.md``.
+        Epoch AI (Besiroglu et al. 2024). ``"revisiting_nmt"``: the learning curve of the
+        "6 Enc, 6 Dec" machine-translation model of Alabdulmohsin et al. (2022), 11 points of
+        log-perplexity against training examples seen (in the ``flops`` column, the scale
+        variable of 1-D laws such as ``broken_power``). See ``bayescale/datasets/SOURCES.md``.
     drop_highest_loss : int
         Drop this many runs with the highest loss first. Epoch's replication drops 5
         (undertrained runs far off the law), leaving 240.
@@ -41,7 +54,7 @@ def load_dataset(name: str, *, drop_highest_loss: int = 0) -> Runs:
         raise ValueError(f"drop_highest_loss must be >= 0, got {drop_highest_loss}")
     filename, citation = DATASETS[name]
     with resources.as_file(resources.files(__package__) / filename) as path:
-        runs = load_runs(path)
+        runs = load_runs(path, **_COLUMNS.get(name, {}))
     runs = Runs(frame=runs.frame, source=f"{name}: {citation}", extra=runs.extra)
     if drop_highest_loss:
         order = np.argsort(runs.column("loss"), kind="stable")

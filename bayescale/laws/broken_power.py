@@ -69,6 +69,9 @@ class BrokenPowerLaw(ScalingLaw):
              PaperParameter("d1", r"$d_1$", True, "break location (units of x)"),
              PaperParameter("f1", r"$f_1$", False, "sharpness of the break"))
     compute_optimal = "none"
+    # A law of one curve: benchmarked on the flattening NMT curve it was made for (on a 2-D
+    # isoFLOP grid such as Chinchilla's the break is not identified).
+    dataset = "revisiting_nmt"
     axes = {"flops": ("alpha", "alpha_after", "b")}
     # A learning curve that flattens, like the NMT curves of Alabdulmohsin et al. (2022), but
     # followed three decades past its break: on a shorter curve a steepening break with a
