@@ -526,6 +526,11 @@ def _metric_column(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
     return out
 
 
+#: Consecutive checkpoints of a run whose tokens differ by less than this relative amount
+#: count as the same checkpoint logged twice.
+REPEAT_TOLERANCE = 1e-9
+
+
 def _run_column(frame: pd.DataFrame, run: str, standard: pd.DataFrame, where: str,
                 columns: list[str]) -> np.ndarray:
     """Validated run ids (strings) for ``load_runs(run=...)``: every row has one, and within
@@ -557,10 +562,13 @@ def _run_column(frame: pd.DataFrame, run: str, standard: pd.DataFrame, where: st
         if rows.size < 2:
             continue
         t = tokens[rows]
-        bad = np.flatnonzero(t[1:] <= t[:-1])
+        # a repeat up to rounding (one part in 10⁹) is a repeat: the curve model's AR(1)
+        # term needs a gap in log tokens between checkpoints
+        bad = np.flatnonzero(t[1:] <= t[:-1] * (1.0 + REPEAT_TOLERANCE))
         if bad.size:
             k = int(bad[0])
-            verb = "repeat" if t[k + 1] == t[k] else "go down"
+            verb = ("go down" if t[k + 1] < t[k] else "repeat" if t[k + 1] == t[k] else
+                    f"repeat (to within one part in {1 / REPEAT_TOLERANCE:.0e})")
             raise RunDataError(
                 f"{where}: run {name!r}: tokens {verb} from {t[k]:.6g} at "
                 f"{_row_label(frame, int(rows[k]))} to {t[k + 1]:.6g} at "

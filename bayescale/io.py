@@ -254,7 +254,9 @@ def read_fit(path: str | PathLike[str], *, curves: bool = False) -> dict[str, An
                 f"{str(source)!r} is a learning-curve fit: load it with bayescale.load_curve_fit"
                 if not curves else
                 f"{str(source)!r} is not a learning-curve fit: load it with bayescale.load_fit")
-        extra = tuple(n for n in ("sigma_run", "rho", "kappa") if curves and n in posterior)
+        # a curve fit's own parameters (kappa only with the cosine schedule term)
+        extra = (("sigma_run", "rho") + (("kappa",) if settings.get("schedule") == "cosine" else ())
+                 if curves else ())
         _check_contents(law, priors, likelihood, posterior.drop_vars("z_run", errors="ignore")
                         if curves else posterior, frame, extra)
         runs, link = _read_downstream(attrs, extra_groups, runs)

@@ -19,6 +19,11 @@ Writes benchmarks/results/curves_model_speed.csv.
 
     .venv/bin/python benchmarks/bench_curves_speed.py [--sizes 250 2500 25000 100000] [--fit-max 25000]
     .venv/bin/python benchmarks/bench_curves_speed.py --model curves --label marginal-simd
+
+With ``--model curves``, ``--method`` picks CurveModel.fit's method (default ``auto``: the
+importance-corrected Laplace approximation from 10,000 kept checkpoints on, NUTS below); run
+once with ``--method nuts --label "before: NUTS"`` and once with the default, and it prints
+the before/after table of fit time and peak memory per size (both in the one CSV).
 """
 
 from __future__ import annotations
@@ -84,7 +89,7 @@ import numpy as np, pandas as pd
 import bayescale as bs
 from bayescale import _fastcurves
 from bayescale.curves import curve_layout, schedule_excess
-n, do_fit = int(sys.argv[1]), sys.argv[2] == "1"
+n, do_fit, method = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
 
 def frame(n_points, per_run=100, seed=0, rho=0.5, sigma=0.004, srun=0.03, kappa=0.04):
     # runs of 100 checkpoints, N over two decades, 3-300 tokens per parameter; the curve
@@ -127,14 +132,22 @@ out = {"points": n, "kept_points": m, "grad_us": 1e6 * float(np.median(times)),
 if do_fit:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.fit(bs.load_runs(frame(300), run="run", flops=None), draws=30, tune=30, chains=2, random_seed=0)  # warm
+        for warm in ("nuts", "laplace"):   # compile every kernel first
+            model.fit(bs.load_runs(frame(300), run="run", flops=None), draws=30, tune=30,
+                      chains=2, random_seed=0, method=warm)
         wall, cpu = time.perf_counter(), time.process_time()
-        fit = model.fit(runs, random_seed=1)
+        fit = model.fit(runs, random_seed=1, method=method)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     stats = fit.sample_stats
-    out.update(fit_seconds=wall, cpu_seconds=cpu, sampler_seconds=fit.settings["seconds"],
-               steps_per_draw=float(stats["n_steps"].mean()),
-               tree_depth=float(stats["depth"].mean()), **fit.diagnostics())
+    used = fit.settings["method"]
+    # gradients per draw: NUTS's leapfrog steps; Laplace's evaluations / draws returned
+    per_draw = (float(stats["n_steps"].mean()) if used == "nuts"
+                else fit.settings["laplace_evaluations"] / fit.n_draws)
+    out.update(method=method, method_used=used, fit_seconds=wall, cpu_seconds=cpu,
+               sampler_seconds=fit.settings["seconds"], steps_per_draw=per_draw,
+               tree_depth=float(stats["depth"].mean()) if "depth" in stats else float("nan"),
+               pareto_k=fit.settings.get("pareto_k"), importance_ess=fit.settings.get("importance_ess"),
+               **{k: v for k, v in fit.diagnostics().items() if k != "pareto_k"})
 out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(out))
 '''
@@ -148,6 +161,8 @@ def main() -> None:
     parser.add_argument("--model", choices=("scaling", "curves"), default="scaling",
                         help="scaling: ScalingModel on final points (curves_speed.csv); curves: "
                              "CurveModel on learning curves (curves_model_speed.csv)")
+    parser.add_argument("--method", choices=("auto", "nuts", "laplace"), default="auto",
+                        help="CurveModel.fit's method (--model curves)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     child = CHILD if args.model == "scaling" else CURVES_CHILD
@@ -157,8 +172,8 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         load = os.getloadavg()[0]
-        done = subprocess.run([sys.executable, "-c", child, str(n), "1" if n <= args.fit_max else "0"],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run([sys.executable, "-c", child, str(n), "1" if n <= args.fit_max else "0",
+                               args.method], capture_output=True, text=True, check=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         row.update(label=args.label, load_average=round(load, 2))
         rows.append(row)
@@ -176,6 +191,35 @@ def main() -> None:
         table = pd.concat([previous[previous.label != args.label], table], ignore_index=True)
     table.to_csv(out, index=False)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.model == "curves":
+        print_before_after(table)
+
+
+def print_before_after(table: pd.DataFrame) -> None:
+    """The issue's table: fit time and peak memory per size, NUTS (before) and the default
+    method (after), from the rows of every label in the CSV with a method column."""
+    if "method_used" not in table:
+        return
+    fitted = table.dropna(subset=["fit_seconds"])
+    nuts = fitted[fitted.method == "nuts"].drop_duplicates("points", keep="last").set_index("points")
+    auto = fitted[fitted.method != "nuts"].drop_duplicates("points", keep="last").set_index("points")
+    rows = []
+    for n in sorted(set(nuts.index) | set(auto.index)):
+        row = {"points": n}
+        for name, part in (("nuts", nuts), ("after", auto)):
+            if n in part.index:
+                r = part.loc[n]
+                row.update({f"{name}_wall_s": r.fit_seconds, f"{name}_cpu_s": r.cpu_seconds,
+                            f"{name}_peak_mb": r.peak_rss_mb,
+                            f"{name}_grads_per_draw": r.steps_per_draw})
+                if name == "after":
+                    row.update(after_method=r.method_used, pareto_k=r.pareto_k,
+                               importance_ess=r.importance_ess)
+        row["load_average"] = float(fitted[fitted.points == n].load_average.max())
+        rows.append(row)
+    print("\nBefore (NUTS) and after (method='auto'), warm fits, 4 x 1,000 draws; CPU seconds "
+          "do not depend on the load, wall seconds do:")
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 
 if __name__ == "__main__":

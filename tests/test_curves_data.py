@@ -106,6 +106,17 @@ def test_repeated_tokens_are_refused():
         bs.load_runs(frame, run="run_id")
 
 
+def test_tokens_repeated_up_to_rounding_are_refused_at_load():
+    # equal in log tokens (one ulp apart): they used to pass here and fail later as a vague
+    # SamplingError (the AR(1) term divides by the gap in log tokens)
+    frame = curve_frame()
+    frame.loc[4, "tokens"] = np.nextafter(frame.loc[3, "tokens"], np.inf)
+    with pytest.raises(RunDataError, match=re.escape(
+            "run 'b': tokens repeat (to within one part in 1e+09) from 2e+09 at row 3 to "
+            "2e+09 at row 4")):
+        bs.load_runs(frame, run="run_id")
+
+
 def test_missing_run_id_is_named_by_row_and_line(tmp_path):
     frame = curve_frame()
     frame.loc[3, "run_id"] = ""
