@@ -735,7 +735,7 @@ _DEFAULT_SD_BY_KIND = {"log": 0.1, "linear": 0.5}
 #: benchmarks/results/groups_vary_summary.csv), letting alpha vary as well as beta gained no
 #: PSIS-LOO (506.1 vs 506.9, 597.8 vs 598.8) nor holdout accuracy; with the noise per group,
 #: letting b vary as well as a gained 0.3 ± 2.3 and 4.1 ± 5.1 in PSIS-LOO, lost holdout
-#: accuracy (RMSLE 0.025 vs 0.021, 0.029 vs 0.026) and cost 86 divergences against 1.
+#: accuracy (RMSLE 0.025 vs 0.021, 0.028 vs 0.026) and cost 86 divergences against 1.
 DEFAULT_SHARED_WITH = {"alpha": "beta", "b": "a"}
 #: Scale of the spread of log sigma (the run-to-run noise) between groups. The noise varies
 #: by default: Porian et al.'s configurations differ in noise (data sets, schedules), and a
