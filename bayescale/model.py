@@ -827,8 +827,10 @@ def build_partial(model: ScalingModel, runs: Runs):
             if _fastgroups.population_offset(kind, prior, sd, flags):
                 # The population value as an offset from the centred groups' mean (see
                 # population_offset): the law's prior and the groups' normal as potentials.
-                raw = pm.Flat(f"raw_{name}", shape=many.size)
-                w = pm.Flat(f"popw_{name}")
+                # initial point: the prior's centre and w = 0, as the kernel's initial_centres
+                raw = pm.Flat(f"raw_{name}", shape=many.size, initval=np.full(
+                    many.size, _fastgroups.centre_on_group_scale(law, name, prior)))
+                w = pm.Flat(f"popw_{name}", initval=0.0)
                 scale = spread / math.sqrt(many.size)
                 centre = raw.mean() + scale * w
                 pop = pm.Deterministic(f"pop_{name}", centre if linear else pt.exp(centre))

@@ -91,6 +91,14 @@ def test_grouped_kernel_matches_pymc(law_name, likelihood, group_sd, priors, siz
     pm_model = model_module.build_partial(model, runs)
     assert sorted(s for s, _ in layout) == sorted(pm_model.values_to_rvs[v].name
                                                   for v in pm_model.value_vars)
+    # the kernel starts where PyMC does (initial_centres), but for LogNormal priors' values
+    start = _point(pm_model, layout, _fastgroups.initial_centres(law, model.priors,
+                                                                 model.group_sd, layout))
+    for value in pm_model.value_vars:
+        stem = pm_model.values_to_rvs[value].name
+        if not (stem.startswith("pop_") and model.priors[stem[4:]].dist == "LogNormal"):
+            np.testing.assert_allclose(pm_model.initial_point()[value.name], start[value.name],
+                                       rtol=1e-6, err_msg=stem)
     # FAST_COMPILE: a handful of evaluations, no C compilation; without the rewrites that
     # merge additions (Python-mode Elemwise takes at most 32 operands)
     from pytensor.compile.mode import Mode
