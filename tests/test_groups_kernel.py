@@ -165,8 +165,8 @@ def test_a_law_the_kernel_cannot_serve_falls_back_with_a_notice(monkeypatch):
 
 def test_the_loop_over_runs_is_vectorised():
     """exp and log are _vecmath's polynomials and the sums may be reordered, so LLVM turns
-    the loop over a group's runs into SIMD code (2x fewer µs per gradient, see
-    benchmarks/bench_groups_speed.py)."""
+    the loop over a group's runs into SIMD code (5.0 µs a gradient for 3 x 80 runs on a
+    quiet machine: benchmarks/results/groups_speed_quiet.csv)."""
     runs = _runs_for("chinchilla", (8, 8, 4))
     model = bs.ScalingModel("chinchilla", pooling="partial")
     compiled = model_module._fast_partial(model, runs)
