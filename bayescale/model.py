@@ -871,14 +871,16 @@ def build_partial(model: ScalingModel, runs: Runs):
 #: nutpie's target acceptance for the hierarchical model: a smaller step than a single fit's
 #: (0.95), because with two or three groups each spread is barely known and the layer keeps
 #: some curvature. 3 groups x 80 simulated runs and notebook 04's Porian triple, 5 seeds each
-#: x 4,000 draws: 0-1 and 0 divergences at 0.98 (1-13 at 0.95) for 1.4x the gradients per
-#: draw (benchmarks/bench_groups_speed.py --divergences).
+#: x 4,000 draws: 0-1 and 0 divergences at 0.98 (benchmarks/bench_groups_speed.py
+#: --divergences, benchmarks/results/groups_divergences.csv); at 0.95, 1-13 for 1/1.4 the
+#: gradients per draw in development runs (not committed).
 GROUPED_TARGET_ACCEPT = 0.98
 #: Groups with at least this many runs per law parameter are sampled centred.
 CENTRED_RUNS_PER_PARAMETER = 2
 #: ... when at least this many groups are large: with one or two, the spread has nothing to
-#: hold it off zero, where centred is a funnel (notebook 04's "four small runs" fit: 0-5
-#: divergences per 4,000 draws centred, 0 non-centred, at 2.8x the gradients a draw).
+#: hold it off zero, where centred is a funnel (notebook 04's "four small runs" fit: 0
+#: divergences per 4,000 draws non-centred, groups_divergences.csv "porian-few4"; 0-5
+#: centred at 1/2.8 the gradients a draw in development runs, not committed).
 CENTRED_MIN_GROUPS = 3
 #: ... and only for parameters whose spread prior is at least this wide.
 CENTRED_MIN_SD = 0.2
@@ -895,8 +897,9 @@ def _centring(model: ScalingModel, index: np.ndarray, n_groups: int) -> tuple[np
 
 def _centres_large_groups(model: ScalingModel, name: str) -> bool:
     """Whether groups with many runs sample this parameter centred. Never the noise scale:
-    groups' noise is often alike (a spread near 0, where centred is a funnel: 5-126
-    divergences per 4,000 draws against 0-3 non-centred on 3 x 80 simulated runs)."""
+    groups' noise is often alike (a spread near 0, where centred is a funnel: in development
+    runs, not committed, 5-126 divergences per 4,000 draws against 0-3 non-centred on 3 x 80
+    simulated runs)."""
     return name != "sigma" and model.group_sd[name] >= CENTRED_MIN_SD
 
 
