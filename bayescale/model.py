@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .fit import ScalingFit
 
 __all__ = ["ScalingModel", "LIKELIHOODS", "SAMPLERS", "POOLINGS", "DEFAULT_GROUP_SD",
-           "SIGMA_GROUP_SD", "default_noise_priors", "FastPathWarning"]
+           "DEFAULT_SHARED_WITH", "SIGMA_GROUP_SD", "default_noise_priors", "FastPathWarning"]
 
 
 class FastPathWarning(UserWarning):
@@ -90,7 +90,9 @@ class ScalingModel:
         Under ``pooling="partial"``, the sd of the HalfNormal prior on each parameter's
         spread between groups (0: one shared value). Defaults: :data:`DEFAULT_GROUP_SD`,
         with the model-size exponent ``alpha`` shared in a law that also has ``beta`` and the
-        coefficient ``b`` in one that also has ``a`` (:data:`DEFAULT_SHARED_WITH`). ``"sigma"``
+        coefficient ``b`` in one that also has ``a`` (:data:`DEFAULT_SHARED_WITH`; measured
+        with the ``chinchilla`` law only, the same rule also shares b in ``overtrained`` and
+        ``data_constrained`` and alpha in ``data_constrained``, untested there). ``"sigma"``
         is the run-to-run noise scale (log scale): by default each group has its own,
         partially pooled (:data:`SIGMA_GROUP_SD`); 0 shares it.
 
@@ -904,8 +906,9 @@ def _centres_large_groups(model: ScalingModel, name: str) -> bool:
 
 
 def centred_groups(model: ScalingModel, index: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
-    """Per law parameter, which groups :func:`build_partial` samples centred (a boolean per
-    group; all False for a parameter shared between groups)."""
+    """Per law parameter and the noise scale ``"sigma"``, which groups :func:`build_partial`
+    samples centred (a boolean per group; all False for a parameter shared between groups,
+    and always for sigma)."""
     _, many = _centring(model, index, n_groups)
     flags = {}
     for name in [*model.law.parameter_domains, "sigma"]:
