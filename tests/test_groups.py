@@ -233,11 +233,17 @@ def test_partial_round_trip_and_cli(partial_fit, tmp_path, capsys):
     from bayescale.cli import main
 
     assert main(["compare-groups", str(path), "--group-col", "mix", "--flops", "1e22",
-                 "--json"]) == 0
-    payload = json.loads(capsys.readouterr().out)
+                 "--json", "--law", "kaplan", "--draws", "50"]) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
     assert payload["pooling"] == "partial" and len(payload["pairs"]) == 3
+    # flags that only a fit from a CSV uses are named, in one line, as ignored
+    notes = [line for line in captured.err.splitlines() if line.startswith("bayescale: note:")]
+    assert notes == [f"bayescale: note: {path} is a saved fit: ignoring --group-col, --law, "
+                     "--draws (they apply to fitting a CSV of runs)"], captured.err
     assert main(["compare-groups", str(path)]) == 0     # a saved fit keeps its groups
-    assert "P(A<B) own split" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "P(A<B) own split" in captured.out and "ignoring" not in captured.err
 
 
 def test_compare_groups_cli_errors_are_one_line(tmp_path, capsys):
