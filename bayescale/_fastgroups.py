@@ -444,7 +444,9 @@ def initial_centres(law: Any, priors: Mapping[str, Any], group_sd: Mapping[str, 
                     layout: Sequence[tuple[str, int]]) -> np.ndarray:
     """Free coordinates at the priors' centres (populations), the prior sd (spreads), the
     population value (centred groups) and 0 (offsets, so an offset population value starts
-    at the centred groups' mean, which is the prior's centre); as PyMC's initial point."""
+    at the centred groups' mean, which is the prior's centre). This is
+    :func:`~bayescale.model.build_partial`'s initial point, except for a population value
+    with a LogNormal prior: PyMC starts that at the prior's mean, this at its median."""
     values = []
     for stem, size in layout:
         kind, _, name = stem.partition("_")
@@ -458,9 +460,15 @@ def initial_centres(law: Any, priors: Mapping[str, Any], group_sd: Mapping[str, 
         elif kind in ("z", "popw"):
             values += [0.0] * size
         else:   # raw: the population value on the scale it varies on
-            centre = prior_centre(priors[name])
-            values += [math.log(centre) if group_kind(law, name) == "log" else centre] * size
+            values += [centre_on_group_scale(law, name, priors[name])] * size
     return np.array(values, dtype=np.float64)
+
+
+def centre_on_group_scale(law: Any, name: str, prior: Any) -> float:
+    """The prior's centre of parameter ``name`` on the scale it varies on between groups
+    (its log for a log-scale parameter): the initial value of the centred groups' values."""
+    centre = prior_centre(prior)
+    return math.log(centre) if group_kind(law, name) == "log" else centre
 
 
 def nutpie_model(law: Any, buf: np.ndarray, priors: Mapping[str, Any],

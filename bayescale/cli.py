@@ -941,7 +941,20 @@ def _add_compare_groups_parser(sub) -> None:
                          help="probability at which a ranking counts as confident (default 0.9)")
     compare.add_argument("--kind", choices=["mean", "observed"], default="mean")
     compare.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    compare.set_defaults(handler=cmd_compare_groups)
+    fit_only = _fit_only_flags()
+    compare.set_defaults(handler=cmd_compare_groups,
+                         fit_only_defaults={dest: compare.get_default(dest) for dest in fit_only})
+
+
+def _fit_only_flags() -> dict[str, str]:
+    """compare-groups' options (dest: flag) that only a fit from a CSV uses."""
+    flags = {"group_col": "--group-col", "pooling": "--pooling", "law": "--law",
+             "likelihood": "--likelihood", "draws": "--draws", "tune": "--tune",
+             "chains": "--chains", "seed": "--seed", "sampler": "--sampler",
+             **{f"{name}_col": f"--{name}-col" for name in ("params", "tokens", "flops", "loss")}}
+    for spec in _extra_input_specs():
+        flags[f"{spec.name}_col"] = f"--{spec.name.replace('_', '-')}-col"
+    return flags
 
 
 def cmd_compare_groups(args: argparse.Namespace) -> int:
@@ -954,6 +967,11 @@ def cmd_compare_groups(args: argparse.Namespace) -> int:
         if not fit.is_grouped:
             raise ArgumentError(f"{args.runs} is a fit without groups: run compare-groups on "
                                 "the runs' CSV with --group-col <column>")
+        ignored = [flag for dest, flag in _fit_only_flags().items()
+                   if getattr(args, dest) != args.fit_only_defaults[dest]]
+        if ignored:
+            print(f"bayescale: note: {args.runs} is a saved fit: ignoring {', '.join(ignored)} "
+                  "(they apply to fitting a CSV of runs)", file=sys.stderr)
     else:
         if args.group_col is None:
             raise ArgumentError("--group-col is required with a CSV of runs: the column that "

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .fit import ScalingFit
 
 __all__ = ["ScalingModel", "LIKELIHOODS", "SAMPLERS", "POOLINGS", "DEFAULT_GROUP_SD",
-           "SIGMA_GROUP_SD", "default_noise_priors", "FastPathWarning"]
+           "DEFAULT_SHARED_WITH", "SIGMA_GROUP_SD", "default_noise_priors", "FastPathWarning"]
 
 
 class FastPathWarning(UserWarning):
@@ -90,7 +90,9 @@ class ScalingModel:
         Under ``pooling="partial"``, the sd of the HalfNormal prior on each parameter's
         spread between groups (0: one shared value). Defaults: :data:`DEFAULT_GROUP_SD`,
         with the model-size exponent ``alpha`` shared in a law that also has ``beta`` and the
-        coefficient ``b`` in one that also has ``a`` (:data:`DEFAULT_SHARED_WITH`). ``"sigma"``
+        coefficient ``b`` in one that also has ``a`` (:data:`DEFAULT_SHARED_WITH`; measured
+        with the ``chinchilla`` law only, the same rule also shares b in ``overtrained`` and
+        ``data_constrained`` and alpha in ``data_constrained``, untested there). ``"sigma"``
         is the run-to-run noise scale (log scale): by default each group has its own,
         partially pooled (:data:`SIGMA_GROUP_SD`); 0 shares it.
 
@@ -735,7 +737,7 @@ _DEFAULT_SD_BY_KIND = {"log": 0.1, "linear": 0.5}
 #: benchmarks/results/groups_vary_summary.csv), letting alpha vary as well as beta gained no
 #: PSIS-LOO (506.1 vs 506.9, 597.8 vs 598.8) nor holdout accuracy; with the noise per group,
 #: letting b vary as well as a gained 0.3 ± 2.3 and 4.1 ± 5.1 in PSIS-LOO, lost holdout
-#: accuracy (RMSLE 0.025 vs 0.021, 0.029 vs 0.026) and cost 86 divergences against 1.
+#: accuracy (RMSLE 0.025 vs 0.021, 0.028 vs 0.026) and cost 86 divergences against 1.
 DEFAULT_SHARED_WITH = {"alpha": "beta", "b": "a"}
 #: Scale of the spread of log sigma (the run-to-run noise) between groups. The noise varies
 #: by default: Porian et al.'s configurations differ in noise (data sets, schedules), and a
@@ -827,8 +829,10 @@ def build_partial(model: ScalingModel, runs: Runs):
             if _fastgroups.population_offset(kind, prior, sd, flags):
                 # The population value as an offset from the centred groups' mean (see
                 # population_offset): the law's prior and the groups' normal as potentials.
-                raw = pm.Flat(f"raw_{name}", shape=many.size)
-                w = pm.Flat(f"popw_{name}")
+                # initial point: the prior's centre and w = 0, as the kernel's initial_centres
+                raw = pm.Flat(f"raw_{name}", shape=many.size, initval=np.full(
+                    many.size, _fastgroups.centre_on_group_scale(law, name, prior)))
+                w = pm.Flat(f"popw_{name}", initval=0.0)
                 scale = spread / math.sqrt(many.size)
                 centre = raw.mean() + scale * w
                 pop = pm.Deterministic(f"pop_{name}", centre if linear else pt.exp(centre))
@@ -869,14 +873,16 @@ def build_partial(model: ScalingModel, runs: Runs):
 #: nutpie's target acceptance for the hierarchical model: a smaller step than a single fit's
 #: (0.95), because with two or three groups each spread is barely known and the layer keeps
 #: some curvature. 3 groups x 80 simulated runs and notebook 04's Porian triple, 5 seeds each
-#: x 4,000 draws: 0-1 and 0 divergences at 0.98 (1-13 at 0.95) for 1.4x the gradients per
-#: draw (benchmarks/bench_groups_speed.py --divergences).
+#: x 4,000 draws: 0-1 and 0 divergences at 0.98 (benchmarks/bench_groups_speed.py
+#: --divergences, benchmarks/results/groups_divergences.csv); at 0.95, 1-13 for 1/1.4 the
+#: gradients per draw in development runs (not committed).
 GROUPED_TARGET_ACCEPT = 0.98
 #: Groups with at least this many runs per law parameter are sampled centred.
 CENTRED_RUNS_PER_PARAMETER = 2
 #: ... when at least this many groups are large: with one or two, the spread has nothing to
-#: hold it off zero, where centred is a funnel (notebook 04's "four small runs" fit: 0-5
-#: divergences per 4,000 draws centred, 0 non-centred, at 2.8x the gradients a draw).
+#: hold it off zero, where centred is a funnel (notebook 04's "four small runs" fit: 0
+#: divergences per 4,000 draws non-centred, groups_divergences.csv "porian-few4"; 0-5
+#: centred at 1/2.8 the gradients a draw in development runs, not committed).
 CENTRED_MIN_GROUPS = 3
 #: ... and only for parameters whose spread prior is at least this wide.
 CENTRED_MIN_SD = 0.2
@@ -893,14 +899,16 @@ def _centring(model: ScalingModel, index: np.ndarray, n_groups: int) -> tuple[np
 
 def _centres_large_groups(model: ScalingModel, name: str) -> bool:
     """Whether groups with many runs sample this parameter centred. Never the noise scale:
-    groups' noise is often alike (a spread near 0, where centred is a funnel: 5-126
-    divergences per 4,000 draws against 0-3 non-centred on 3 x 80 simulated runs)."""
+    groups' noise is often alike (a spread near 0, where centred is a funnel: in development
+    runs, not committed, 5-126 divergences per 4,000 draws against 0-3 non-centred on 3 x 80
+    simulated runs)."""
     return name != "sigma" and model.group_sd[name] >= CENTRED_MIN_SD
 
 
 def centred_groups(model: ScalingModel, index: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
-    """Per law parameter, which groups :func:`build_partial` samples centred (a boolean per
-    group; all False for a parameter shared between groups)."""
+    """Per law parameter and the noise scale ``"sigma"``, which groups :func:`build_partial`
+    samples centred (a boolean per group; all False for a parameter shared between groups,
+    and always for sigma)."""
     _, many = _centring(model, index, n_groups)
     flags = {}
     for name in [*model.law.parameter_domains, "sigma"]:

@@ -60,6 +60,50 @@ CANDIDATES = {
 }
 
 
+LABELS = {
+    "all vary": "all five",
+    "E, a, b vary": "E, a, b",
+    "E, a, b, beta vary": "E, a, b, β",
+    "E, a, b, beta, sigma vary": "E, a, b, β, sigma",
+    "E, a, beta, sigma vary": "**E, a, β, sigma** (default)",
+    "E, a, b, alpha vary": "E, a, b, α",
+    "E vary": "E",
+    "complete": "complete pooling",
+    "none": "none (each alone)",
+}
+
+
+def markdown_table() -> str:
+    """The guide's "which parameters vary" table, from the committed summaries.
+
+    Rows of candidates with the noise per group come from ``groups_vary_subset_summary.csv``
+    (run with the final sampler settings), the others from ``groups_vary_summary.csv``.
+
+    Returns
+    -------
+    str
+        A markdown table, one row per triple and candidate, in :data:`CANDIDATES` order.
+    """
+    main_rows = pd.read_csv(RESULTS / "groups_vary_summary.csv")
+    subset = pd.read_csv(RESULTS / "groups_vary_subset_summary.csv")
+    sigma = subset["candidate"].str.contains("sigma")
+    rows = pd.concat([main_rows[~main_rows["candidate"].str.contains("sigma")], subset[sigma]])
+    lines = ["| triple | parameters that vary | elpd LOO (se) | max Pareto k | holdout RMSLE "
+             "| small4 RMSLE | divergences (all fits) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for triple in TRIPLES:
+        for candidate in CANDIDATES:
+            match = rows[(rows["triple"] == triple) & (rows["candidate"] == candidate)]
+            if match.empty:
+                continue
+            r = match.iloc[0]
+            small4 = "—" if pd.isna(r["small4_rmsle"]) else f"{r['small4_rmsle']:.3f}"
+            lines.append(f"| {triple} | {LABELS[candidate]} | {r['elpd_loo']:.1f} "
+                         f"({r['elpd_se']:.1f}) | {r['k_max']:.2f} | {r['holdout_rmsle']:.3f} "
+                         f"| {small4} | {int(r['divergences'])} |")
+    return "\n".join(lines)
+
+
 def fit(frame: pd.DataFrame, candidate: str, settings: dict):
     runs = bs.load_runs(frame, group="config")
     if candidate == "complete":
@@ -104,7 +148,12 @@ def main() -> None:
     parser.add_argument("--triples", nargs="+", default=list(TRIPLES))
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES))
     parser.add_argument("--cases", nargs="+", default=["loo", "holdout", "small4"])
+    parser.add_argument("--table", action="store_true",
+                        help="print the guide's markdown table from the committed CSVs and exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table())
+        return
     settings = {"draws": args.draws, "tune": args.tune, "chains": 4, "random_seed": 1}
     data = pd.read_csv(DATA)
     RESULTS.mkdir(exist_ok=True)

@@ -218,14 +218,32 @@ def test_partial_round_trip_and_cli(partial_fit, tmp_path, capsys):
     for group in ("small", "an unseen mix"):
         pd.testing.assert_frame_equal(loaded.forecast([1e21, 1e23], group=group),
                                       partial_fit.forecast([1e21, 1e23], group=group))
+    # the noise per group survives the round trip and reaches every view
+    for fit in (partial_fit, loaded):
+        assert fit.posterior["sigma"].dims == ("chain", "draw", "group")
+        for k, group in enumerate(fit.groups):
+            np.testing.assert_array_equal(fit.group_fit(group).posterior["sigma"],
+                                          fit.posterior["sigma"].isel(group=k))
+        new_sigma = fit.group_fit("an unseen mix").posterior["sigma"].to_numpy()
+        assert new_sigma.shape == fit.posterior["pop_sigma"].shape
+        assert not np.allclose(new_sigma, fit.posterior["pop_sigma"].to_numpy())
+    observed = loaded.compare_groups(1e22, kind="observed")
+    numbers = observed[["p_a_better", "diff_mean", "diff_lower", "diff_upper"]].to_numpy()
+    assert len(observed) == 3 and np.isfinite(numbers).all()
     from bayescale.cli import main
 
     assert main(["compare-groups", str(path), "--group-col", "mix", "--flops", "1e22",
-                 "--json"]) == 0
-    payload = json.loads(capsys.readouterr().out)
+                 "--json", "--law", "kaplan", "--draws", "50"]) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
     assert payload["pooling"] == "partial" and len(payload["pairs"]) == 3
+    # flags that only a fit from a CSV uses are named, in one line, as ignored
+    notes = [line for line in captured.err.splitlines() if line.startswith("bayescale: note:")]
+    assert notes == [f"bayescale: note: {path} is a saved fit: ignoring --group-col, --law, "
+                     "--draws (they apply to fitting a CSV of runs)"], captured.err
     assert main(["compare-groups", str(path)]) == 0     # a saved fit keeps its groups
-    assert "P(A<B) own split" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "P(A<B) own split" in captured.out and "ignoring" not in captured.err
 
 
 def test_compare_groups_cli_errors_are_one_line(tmp_path, capsys):

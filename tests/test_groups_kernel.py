@@ -91,6 +91,14 @@ def test_grouped_kernel_matches_pymc(law_name, likelihood, group_sd, priors, siz
     pm_model = model_module.build_partial(model, runs)
     assert sorted(s for s, _ in layout) == sorted(pm_model.values_to_rvs[v].name
                                                   for v in pm_model.value_vars)
+    # the kernel starts where PyMC does (initial_centres), but for LogNormal priors' values
+    start = _point(pm_model, layout, _fastgroups.initial_centres(law, model.priors,
+                                                                 model.group_sd, layout))
+    for value in pm_model.value_vars:
+        stem = pm_model.values_to_rvs[value].name
+        if not (stem.startswith("pop_") and model.priors[stem[4:]].dist == "LogNormal"):
+            np.testing.assert_allclose(pm_model.initial_point()[value.name], start[value.name],
+                                       rtol=1e-6, err_msg=stem)
     # FAST_COMPILE: a handful of evaluations, no C compilation; without the rewrites that
     # merge additions (Python-mode Elemwise takes at most 32 operands)
     from pytensor.compile.mode import Mode
@@ -157,8 +165,8 @@ def test_a_law_the_kernel_cannot_serve_falls_back_with_a_notice(monkeypatch):
 
 def test_the_loop_over_runs_is_vectorised():
     """exp and log are _vecmath's polynomials and the sums may be reordered, so LLVM turns
-    the loop over a group's runs into SIMD code (2x fewer µs per gradient, see
-    benchmarks/bench_groups_speed.py)."""
+    the loop over a group's runs into SIMD code (5.0 µs a gradient for 3 x 80 runs on a
+    quiet machine: benchmarks/results/groups_speed_quiet.csv)."""
     runs = _runs_for("chinchilla", (8, 8, 4))
     model = bs.ScalingModel("chinchilla", pooling="partial")
     compiled = model_module._fast_partial(model, runs)
@@ -173,3 +181,38 @@ def test_the_loop_over_runs_is_vectorised():
     llvm = fn.inspect_llvm(fn.signatures[0])
     # 8 lanes on AVX-512 machines (or 4, LLVM's choice on Zen 4), 4 on AVX2, 2 on SSE.
     assert any(f"<{lanes} x double>" in llvm for lanes in (8, 4, 2))
+
+
+@pytest.mark.parametrize("law_name, group_sd", [("chinchilla", {"b": 0.5}),
+                                                ("compute", {"alpha": 0.3})])
+def test_population_offset_jacobian(monkeypatch, law_name, group_sd):
+    """The offset model is the direct model (population value sampled as itself) after the
+    change of variables c = mean(raw) + s/sqrt(n)·w: their log densities differ by exactly
+    log|dc/dw| = log(s/sqrt(n)) per offset parameter, not merely by a constant."""
+    from pytensor.compile.mode import Mode
+
+    runs = _runs_for(law_name, (30, 30, 4, "split"))   # 4 groups, 3 of them large
+    model = bs.ScalingModel(law_name, likelihood="normal", pooling="partial", group_sd=group_sd)
+    new = model_module.build_partial(model, runs)
+    with monkeypatch.context() as patch:
+        patch.setattr(_fastgroups, "population_offset", lambda *args, **kwargs: False)
+        old = model_module.build_partial(model, runs)
+    offsets = [v.name[len("popw_"):] for v in new.value_vars if v.name.startswith("popw_")]
+    assert offsets and not any(v.name.startswith("popw_") for v in old.value_vars)
+    old_pop = {old.values_to_rvs[v].name: v.name for v in old.value_vars}
+    fast = Mode(linker="cvm", optimizer="fast_compile")
+    logp_new, logp_old = new.compile_logp(mode=fast), old.compile_logp(mode=fast)
+    rng = np.random.default_rng(0)
+    start = new.initial_point()
+    for _ in range(4):
+        point = {k: np.asarray(v) + rng.normal(0.0, 0.3, np.shape(v)) for k, v in start.items()}
+        mapped = {k: v for k, v in point.items() if not k.startswith("popw_")}
+        expected = 0.0
+        for name in offsets:
+            raw = point[f"raw_{name}"]
+            scale = math.exp(point[f"popsd_{name}_log__"]) / math.sqrt(raw.size)
+            # the direct model's coordinate: the value itself (linear) or its log (log scale)
+            mapped[old_pop[f"pop_{name}"]] = raw.mean() + scale * point[f"popw_{name}"]
+            expected += math.log(scale)
+        lp_new, lp_old = float(logp_new(point)), float(logp_old(mapped))
+        assert lp_new - lp_old == pytest.approx(expected, rel=1e-10, abs=1e-11 * abs(lp_new))
