@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ._derive import emit_log_loss, indent, load_generated
+from ._derive import NotTraceable, emit_log_loss, indent, load_generated
 from ._fastlogp import (INTERVAL, PRIOR_CODES, _constrain, _float_list, _prior_params, _transform, prior_centre,
                         unconstrain)
 
@@ -69,6 +69,15 @@ def kernel(law: Any) -> ModuleType:
                                     source)
             _kernels[cls] = module
     return module
+
+
+def supports(law: Any) -> str | None:
+    """None when the curve kernel serves this law, else the reason it cannot."""
+    try:
+        kernel(law)
+    except NotTraceable as exc:
+        return str(exc)
+    return None
 
 
 def coordinates(law: Any, priors: dict, schedule: bool) -> list[str]:

@@ -306,12 +306,18 @@ class CurveModel:
             random_seed = int(np.random.SeedSequence().entropy % (2**31))
         cores = cores or max(1, min(chains, os.cpu_count() or 1))
         requested = method
+        from . import _fastcurves
+
+        if sampler == "nutpie" and not self._fast_path_serves():
+            if method == "laplace":
+                raise ArgumentError(f"method='laplace' needs the generated density, which the "
+                                    f"{self.law.name} law's formula does not allow")
+            sampler = "nutpie-pymc"
         if method == "auto":
             method = ("laplace" if sampler == "nutpie" and len(layout.runs) >= LAPLACE_MIN_POINTS
                       else "nuts")
         start = time.perf_counter()
         schedule = self.schedule == "cosine"
-        from . import _fastcurves
 
         if sampler == "nutpie":
             buf = _fastcurves.make_buffer(self.law, self.priors, schedule, layout,
@@ -359,6 +365,20 @@ class CurveModel:
                                       progressbar, self.sampled_parameters(sampler != "nutpie"))
         settings.update(method="nuts", seconds=time.perf_counter() - start)
         return self._curve_fit(layout, posterior, stats, settings, default_discrepancy)
+
+    def _fast_path_serves(self) -> bool:
+        """Whether the curve kernel can be derived from the law; if not, a one-line
+        :class:`~bayescale.model.FastPathWarning` says so (the fit then samples PyMC's model)."""
+        from . import _fastcurves
+        from .model import FastPathWarning
+
+        reason = _fastcurves.supports(self.law)
+        if reason is None:
+            return True
+        warnings.warn(f"no fast curve density for the {self.law.name} law ({reason}); sampling "
+                      "PyMC's compiled curve model instead, which takes 10-40 s to compile in "
+                      "each new process", FastPathWarning, skip_file_prefixes=PACKAGE_FILES)
+        return False
 
     def _laplace(self, buf: np.ndarray, n_draws: int, random_seed: int,
                  threads: int) -> "_laplace.LaplaceResult":

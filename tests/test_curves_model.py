@@ -202,3 +202,27 @@ def test_planned_tokens_are_validated():
     with pytest.raises(ArgumentError, match=r"planned_tokens\['1e\+08-10'\] = 100.0 is below the "
                                             r"run's last checkpoint \(1e\+09 tokens\)"):
         curve_layout(runs, {"1e+08-10": 100.0})
+
+
+def test_a_law_the_curve_kernel_cannot_derive_falls_back_with_a_one_line_notice():
+    # the curve model used to raise NotTraceable from deep inside the code generator
+    from bayescale.laws.chinchilla import ChinchillaLaw
+    from bayescale.model import FastPathWarning
+
+    class ArctanChinchilla(ChinchillaLaw, register_law=False):
+        name = "arctan-chinchilla-test"
+
+        def log_loss(self, theta, log_x, ref, xp):
+            return super().log_loss(theta, log_x, ref, xp) + 0.0 * xp.arctan(theta["alpha"])
+
+    model = bs.CurveModel(ArctanChinchilla())
+    with pytest.warns(FastPathWarning, match=r"no fast curve density for the "
+                                             r"arctan-chinchilla-test law .*xp\.arctan") as record:
+        assert model._fast_path_serves() is False
+    assert "\n" not in str(record[0].message)
+    assert bs.CurveModel("chinchilla")._fast_path_serves() is True
+    frame, _ = simulate(seed=0)
+    with pytest.warns(FastPathWarning), pytest.raises(
+            bs.ArgumentError, match="method='laplace' needs the generated density, which the "
+                                    "arctan-chinchilla-test law's formula does not allow"):
+        model.fit(load(frame), method="laplace")
