@@ -26,7 +26,6 @@ kappa (when the schedule term is on).
 
 from __future__ import annotations
 
-import math
 import threading
 from types import ModuleType
 from typing import Any
@@ -211,10 +210,14 @@ class RateSpace:
         u, log_jac = self.to_unconstrained(v)
         value, grad = logp_and_grad(self.law, self.buf, u)
         if self.index is not None:
-            theta = math.exp(v[self.index])
-            ratio = theta / math.expm1(theta)
-            # du/dw = −θ/(1 − e^−θ); d log|du/dw| / dw = 1 − θ/(e^θ − 1)
-            grad[self.index] = -grad[self.index] * theta / -math.expm1(-theta) + 1.0 - ratio
+            # numpy, not math: a line search that overshoots to θ = −log ρ ≈ e^7 must get a
+            # non-finite value to step back from, not an OverflowError
+            with np.errstate(over="ignore", invalid="ignore"):
+                theta = np.exp(v[self.index])
+                one_minus_rho = -np.expm1(-theta)
+                ratio = theta * np.exp(-theta) / one_minus_rho       # θ/(e^θ − 1), stable
+                # du/dw = −θ/(1 − e^−θ); d log|du/dw| / dw = 1 − θ/(e^θ − 1)
+                grad[self.index] = -grad[self.index] * theta / one_minus_rho + 1.0 - ratio
         return value + float(log_jac), grad
 
     def logp_many(self, vs: np.ndarray) -> np.ndarray:

@@ -180,3 +180,26 @@ def test_curve_file_missing_a_curve_parameter_is_refused(laplace_fits, tmp_path,
     tree.to_netcdf(damaged)
     with pytest.raises(bs.FitFileError, match=rf"damaged or incomplete.*mismatched: \['{name}'\]"):
         bs.load_curve_fit(damaged)
+
+
+def test_rate_space_survives_a_line_search_that_overshoots_rho_to_zero():
+    # with little within-run correlation (ρ → 0) L-BFGS tries θ = −log ρ of e^7 and more:
+    # math.expm1 raised OverflowError there and ended the fit; now such a point gets a
+    # value (−inf past what doubles hold) that the line search steps back from
+    from bayescale import _fastcurves
+    from bayescale.curves import curve_layout
+
+    layout = curve_layout(load(dense_curves(5, seed=0)), None, MODEL.min_fraction)
+    buf = _fastcurves.make_buffer(MODEL.law, MODEL.priors, True, layout,
+                                  schedule_excess(layout.fraction))
+    names = _fastcurves.coordinates(MODEL.law, MODEL.priors, True)
+    space = _fastcurves.RateSpace(MODEL.law, buf, MODEL.priors, names)
+    v = space.from_unconstrained(_fastcurves.centres(MODEL.priors, names))
+    v[space.index] = 3.0                                   # ρ = e^−20: still finite
+    value, grad = space.logp_and_grad(v)
+    assert np.isfinite(value) and np.isfinite(grad).all()
+    for w in (8.0, 800.0):                                 # ρ = 0 in doubles, θ = inf
+        v[space.index] = w
+        with np.errstate(all="ignore"):
+            value, _ = space.logp_and_grad(v)
+        assert not np.isfinite(value) or value < -1e3
