@@ -166,7 +166,11 @@ def kernel(law: Any, likelihood: str = "student_t") -> ModuleType:
 
 def _likelihood_of(buf: np.ndarray) -> str:
     code = int(buf[0])
-    return next(name for name, value in LIKELIHOOD_CODES.items() if value == code)
+    name = next((name for name, value in LIKELIHOOD_CODES.items() if value == code), None)
+    if name is None:
+        raise ValueError(f"the fast-density buffer has an unknown likelihood code {code} "
+                         f"(known: {LIKELIHOOD_CODES})")
+    return name
 
 
 def _float_list(values) -> str:

@@ -137,3 +137,13 @@ def test_kernel_file_names_follow_the_bayescale_code_they_use(tmp_path):
     assert after != before
     (tmp_path / "_other.py").write_text("x = 1\n")     # a module it does not import
     assert source_digest(source, tmp_path) == after
+
+
+def test_a_buffer_with_an_unknown_likelihood_code_is_refused_by_name():
+    # was a bare StopIteration from next()
+    from bayescale import _fastlogp as fast
+
+    buf = np.zeros(4)
+    buf[0] = 99.0
+    with pytest.raises(ValueError, match="unknown likelihood code 99"):
+        fast._likelihood_of(buf)
